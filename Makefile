@@ -1,0 +1,63 @@
+# mmhybrid: set-up and the two everyday commands.
+#
+#   make demo   install what is missing into .venv, then run the quick start
+#   make test   install what is missing into .venv, then run the test suite
+#
+# Each install step leaves a stamp in .venv, so a second run installs nothing.
+# A prebuilt mmcv wheel is used when PIP_FIND_LINKS names a folder holding one;
+# otherwise mmcv 2.1.0 is built from source with its compiled ops and the built
+# wheel is kept in .wheels/ (a later install reuses it).
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+WHEELHOUSE := $(CURDIR)/.wheels
+# pip reads PIP_FIND_LINKS from the environment; keep the caller's folders for mmcv.
+CALLER_FIND_LINKS := $(PIP_FIND_LINKS)
+PIP := $(PY) -m pip install --disable-pip-version-check -c requirements/constraints.txt
+
+.PHONY: install demo test test-fast clean-venv
+
+install: $(VENV)/.stamp-mmhybrid
+
+# torch: point PIP_FIND_LINKS at the project's own wheel folder only. A machine's pip
+# configuration may add a folder with the CPU-only torch build (2.13.0+cpu, which pip
+# prefers as a local version); that build has no working torchvision, so timm breaks.
+$(VENV)/.stamp-torch: requirements/torch.txt requirements/constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@mkdir -p $(WHEELHOUSE)
+	PIP_FIND_LINKS="$(WHEELHOUSE)" $(PIP) -r requirements/torch.txt
+	$(PY) tools/misc/check_env.py torch
+	@touch $@
+
+# mmcv 2.1.0 with its compiled ops: a wheel from PIP_FIND_LINKS or .wheels when there is
+# one, else a source build (--no-build-isolation: it needs the installed torch, and an
+# isolated build either lacks pkg_resources or silently skips the ops).
+$(VENV)/.stamp-mmcv: $(VENV)/.stamp-torch requirements/build.txt
+	PIP_FIND_LINKS="$(WHEELHOUSE)" $(PIP) -r requirements/build.txt
+	PIP_FIND_LINKS="$(WHEELHOUSE) $(CALLER_FIND_LINKS)" MMCV_WITH_OPS=1 FORCE_CUDA=$${FORCE_CUDA:-0} \
+	  MAX_JOBS=$${MAX_JOBS:-2} CFLAGS="$${CFLAGS:--g0}" CXXFLAGS="$${CXXFLAGS:--g0}" \
+	  $(PY) -m pip wheel --disable-pip-version-check --no-build-isolation --no-deps \
+	  -w $(WHEELHOUSE) mmcv==2.1.0
+	$(PY) -m pip install --disable-pip-version-check --no-index --no-deps \
+	  --find-links $(WHEELHOUSE) mmcv==2.1.0
+	$(PY) tools/misc/check_env.py mmcv
+	@touch $@
+
+$(VENV)/.stamp-mmhybrid: $(VENV)/.stamp-mmcv requirements/runtime.txt requirements/tests.txt setup.py
+	PIP_FIND_LINKS="$(WHEELHOUSE)" $(PIP) -r requirements/runtime.txt -r requirements/tests.txt
+	PIP_FIND_LINKS="$(WHEELHOUSE)" $(PIP) --no-build-isolation --no-deps -e .
+	$(PY) tools/misc/check_env.py all
+	@touch $@
+
+demo: install
+	$(PY) tools/demo.py
+
+test: install
+	$(PY) -m pytest tests
+
+test-fast: install
+	$(PY) -m pytest tests -m "not slow"
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,6 @@
+"""mmhybrid: hybrid CNN/Transformer backbones for dense prediction."""
+from .version import __version__
+from .registry import MODELS
+from . import models  # noqa: F401  (registers the backbones)
+
+__all__ = ['__version__', 'MODELS']
