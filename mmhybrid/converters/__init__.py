@@ -1,0 +1,14 @@
+"""Official-checkpoint converters: pure functions, one per family."""
+from .common import (CheckpointMismatchError, load_checkpoint_file, load_state_dict_checked,
+                     strip_prefix, unwrap_state_dict)
+from .crossformer import convert_crossformer
+
+#: family name -> converter
+CONVERTERS = {
+    'crossformer': convert_crossformer,
+}
+
+__all__ = [
+    'CONVERTERS', 'CheckpointMismatchError', 'convert_crossformer', 'load_checkpoint_file',
+    'load_state_dict_checked', 'strip_prefix', 'unwrap_state_dict'
+]

@@ -1,0 +1,213 @@
+"""Behaviour shared by every mmhybrid backbone.
+
+``HybridBackbone`` holds what is the same across families, written once:
+
+* ``arch`` resolution (a name with aliases, or a dict) with a clear error;
+* ``out_indices`` (negatives allowed, never mutating the caller's list);
+* ``frozen_stages`` with mmdet ResNet/Swin semantics (-1 nothing, 0 the stem,
+  k the stem and stages 0..k-1), frozen parts kept in eval mode with
+  ``requires_grad=False`` from construction on;
+* ``norm_eval`` (BatchNorm layers in eval mode while training);
+* ``with_cp`` gradient checkpointing (``use_reentrant=False``);
+* ``init_cfg=dict(type='Pretrained', checkpoint=...)`` and the deprecated
+  ``pretrained=``: the file goes through the family's converter, so an official
+  checkpoint loads as well as a converted one, and a mismatch is refused by name;
+* input validation (a 4D NCHW tensor with ``in_channels`` channels).
+"""
+import warnings
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+from mmengine.model import BaseModule
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.utils.checkpoint import checkpoint
+
+from ..converters.common import load_checkpoint_file, load_state_dict_checked
+
+
+def resolve_arch(arch: Union[str, dict], zoo: Dict[str, dict], aliases: Dict[str, str],
+                 required: Sequence[str], family: str) -> dict:
+    """Turn an ``arch`` argument into a full architecture dict.
+
+    Args:
+        arch: a name from ``zoo``, an alias from ``aliases``, or a dict with at
+            least the ``required`` keys.
+        zoo: name -> architecture dict.
+        aliases: short name -> name in ``zoo``.
+        required: keys an explicit dict must have.
+        family: the family name, for error messages.
+
+    Returns:
+        A new dict (the caller's is never modified).
+    """
+    if isinstance(arch, str):
+        name = aliases.get(arch.lower(), arch.lower())
+        if name not in zoo:
+            valid = sorted(set(zoo) | set(aliases))
+            raise ValueError(f'Unknown {family} arch {arch!r}. Valid names: {", ".join(valid)}; '
+                             f'or pass a dict with keys {list(required)}.')
+        return dict(zoo[name])
+    if isinstance(arch, dict):
+        missing = [k for k in required if k not in arch]
+        if missing:
+            raise ValueError(f'A custom {family} arch dict needs the keys {list(required)}; '
+                             f'missing {missing} in {arch}.')
+        return dict(arch)
+    raise TypeError(f'{family} arch must be a name or a dict, got {type(arch).__name__}.')
+
+
+def normalize_indices(indices: Sequence[int], num: int, what: str = 'out_indices') -> Tuple[int, ...]:
+    """Map possibly negative stage indices to ``0..num-1`` and validate them."""
+    if isinstance(indices, int):
+        indices = (indices, )
+    out = []
+    for i in indices:
+        j = i + num if i < 0 else i
+        if not 0 <= j < num:
+            raise ValueError(f'{what} entry {i} is out of range for {num} stages '
+                             f'(valid: {-num}..{num - 1}).')
+        out.append(j)
+    if len(set(out)) != len(out):
+        raise ValueError(f'{what} {tuple(indices)} names a stage twice.')
+    return tuple(out)
+
+
+class HybridBackbone(BaseModule):
+    """Base class of the mmhybrid backbones.
+
+    A family subclass builds its modules, then calls :meth:`_finish_init`, and
+    implements :meth:`stem_modules`, :meth:`stage_modules` and
+    :meth:`_default_init`. Its forward calls :meth:`check_input` first and runs
+    blocks through :meth:`run_block` so that ``with_cp`` applies.
+
+    Args:
+        in_channels (int): Number of input image channels.
+        out_indices (Sequence[int]): Stages whose outputs are returned.
+        frozen_stages (int): -1 freezes nothing, 0 the stem, k the stem and
+            stages 0..k-1.
+        norm_eval (bool): Keep BatchNorm layers in eval mode during training.
+        with_cp (bool): Gradient checkpointing of each block.
+        pretrained (str, optional): Deprecated; use ``init_cfg``.
+        init_cfg (dict, optional): mmengine init config. ``type='Pretrained'``
+            loads an official or converted checkpoint through the converter.
+    """
+
+    #: name of the family, for messages
+    family: str = 'backbone'
+    #: pure function official state dict -> project state dict
+    converter: Optional[Callable[[dict], dict]] = None
+
+    def __init__(self, in_channels: int = 3, out_indices: Sequence[int] = (0, 1, 2, 3),
+                 frozen_stages: int = -1, norm_eval: bool = False, with_cp: bool = False,
+                 pretrained: Optional[str] = None, init_cfg: Optional[dict] = None):
+        if pretrained is not None:
+            if init_cfg is not None:
+                raise ValueError('Give either init_cfg or the deprecated pretrained, not both.')
+            warnings.warn('pretrained= is deprecated; use init_cfg=dict(type="Pretrained", '
+                          'checkpoint=...) instead.', DeprecationWarning)
+            init_cfg = dict(type='Pretrained', checkpoint=pretrained)
+        super().__init__(init_cfg=init_cfg)
+        self.in_channels = in_channels
+        self._out_indices_arg = tuple(out_indices) if not isinstance(out_indices, int) else (out_indices, )
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+        self.with_cp = with_cp
+
+    # -- to be provided by a family -------------------------------------------------
+    def stem_modules(self) -> List[nn.Module]:
+        """Modules before stage 0 (frozen by ``frozen_stages >= 0``)."""
+        raise NotImplementedError
+
+    def stage_modules(self) -> List[nn.Module]:
+        """One module (or ModuleList) per stage."""
+        raise NotImplementedError
+
+    def _default_init(self) -> None:
+        """The family's own random initialisation."""
+
+    # -- shared behaviour -----------------------------------------------------------
+    def _finish_init(self, stage_channels: Sequence[int], stage_strides: Sequence[int]) -> None:
+        """Validate the shared options once the modules exist, and freeze.
+
+        Args:
+            stage_channels: channels of every stage output.
+            stage_strides: stride of every stage output.
+        """
+        num = len(self.stage_modules())
+        self.out_indices = normalize_indices(self._out_indices_arg, num)
+        if not -1 <= self.frozen_stages <= num:
+            raise ValueError(f'frozen_stages must be in -1..{num}, got {self.frozen_stages}.')
+        self.stage_channels = tuple(stage_channels)
+        self.stage_strides = tuple(stage_strides)
+        self._freeze_stages()
+
+    @property
+    def out_channels(self) -> List[int]:
+        """Channels of each returned map, in ``out_indices`` order."""
+        return [self.stage_channels[i] for i in self.out_indices]
+
+    @property
+    def out_strides(self) -> List[int]:
+        """Stride of each returned map, in ``out_indices`` order."""
+        return [self.stage_strides[i] for i in self.out_indices]
+
+    def _frozen_modules(self) -> List[nn.Module]:
+        if self.frozen_stages < 0:
+            return []
+        return list(self.stem_modules()) + list(self.stage_modules()[:self.frozen_stages])
+
+    def _freeze_stages(self) -> None:
+        for m in self._frozen_modules():
+            m.eval()
+            for p in m.parameters():
+                p.requires_grad = False
+
+    def train(self, mode: bool = True):
+        """Set train mode, keeping frozen parts and (with norm_eval) BN in eval mode."""
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, _BatchNorm):
+                    m.eval()
+        return self
+
+    def run_block(self, block: nn.Module, *args):
+        """Run one block, with gradient checkpointing when ``with_cp`` applies."""
+        if self.with_cp and self.training and torch.is_grad_enabled():
+            return checkpoint(block, *args, use_reentrant=False)
+        return block(*args)
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Refuse anything but a 4D NCHW tensor with ``in_channels`` channels."""
+        if not isinstance(x, torch.Tensor) or x.dim() != 4:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f'{type(self).__name__} expects a 4D NCHW image tensor, got {shape}.')
+        if x.shape[1] != self.in_channels:
+            raise ValueError(
+                f'{type(self).__name__} expects {self.in_channels} input channels '
+                f'(in_channels={self.in_channels}), got {x.shape[1]} (input shape {tuple(x.shape)}). '
+                'Pass NCHW images, or build the backbone with a matching in_channels.')
+
+    def init_weights(self) -> None:
+        """Random init, or load ``init_cfg``'s checkpoint through the converter."""
+        cfg = self.init_cfg
+        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
+            self._default_init()
+            self.load_pretrained(cfg['checkpoint'])
+            self._is_init = True
+            self._freeze_stages()
+            return
+        self._default_init()
+        super().init_weights()
+
+    def load_pretrained(self, filename: str) -> None:
+        """Load an official or converted checkpoint file (path or URL) strictly.
+
+        Args:
+            filename: the checkpoint; its weights go through ``converter``.
+        """
+        ckpt = load_checkpoint_file(filename)
+        state = type(self).converter(ckpt) if type(self).converter else ckpt
+        load_state_dict_checked(self, state, source=filename)

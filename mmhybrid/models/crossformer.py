@@ -1,0 +1,428 @@
+"""CrossFormer (Wang et al., ICLR 2022) as a dense-prediction backbone.
+
+Reads top-down: grouping geometry (pure functions, cached per input shape),
+dynamic position bias, group attention, block, cross-scale embedding and
+merging, stage, backbone.
+
+Differences from the official dense code that do not change its results:
+
+* any input size: the image is padded to a multiple of 4 and odd maps are
+  padded before each merging layer, so outputs are ``ceil(H / stride)``;
+* padded keys are left out of attention instead of being masked with -1e6, by
+  running fused attention separately on the (at most a few) runs of groups that
+  share the same number of valid key rows/columns;
+* the small-map rule (group = the map when ``min(H, W) <= group_size``) is
+  decided per call and never written into the module.
+"""
+from functools import lru_cache
+from typing import List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.model.weight_init import trunc_normal_
+
+from ..converters.crossformer import convert_crossformer
+from ..registry import MODELS
+from .base import HybridBackbone, resolve_arch
+from .layers import DropPath, Mlp, drop_path_rates, pad_bottom_right
+
+# --------------------------------------------------------------------------------------
+# Grouping geometry
+# --------------------------------------------------------------------------------------
+# Along one axis of length L, a grouping is (outer R, inner G, interval I): position
+# p = r*G*I + g*I + i belongs to group row (r, i) at within-group coordinate g.
+#   SDA:                 (ceil(L/G), G, 1)       contiguous windows of G
+#   LDA, original:       (1, ceil(L/I), I)       I interleaved sub-grids over the map
+#   LDA, fixed groups:   (ceil(L/(G*I)), G, I)   dilated groups of G with step I
+# Padding sits at the end of the axis, so a group's valid positions are always a
+# prefix of its G coordinates; groups are batched by that prefix length.
+
+
+@lru_cache(maxsize=256)
+def _axis_grouping(length: int, mode: str, group: int, interval: int) -> Tuple[int, int, int]:
+    if mode == 'sda':
+        return -(-length // group), group, 1
+    if mode == 'interval':
+        return 1, -(-length // interval), interval
+    if mode == 'dilated':
+        return -(-length // (group * interval)), group, interval
+    raise ValueError(f'unknown grouping mode {mode!r}')
+
+
+@lru_cache(maxsize=256)
+def _valid_runs(length: int, outer: int, inner: int, interval: int) -> Tuple[Tuple[int, int, int], ...]:
+    """Runs ``(start, end, valid)`` of consecutive group rows with equal valid prefix length."""
+    runs: List[List[int]] = []
+    for r in range(outer):
+        for i in range(interval):
+            first = r * inner * interval + i
+            valid = min(inner, max(0, -(-(length - first) // interval)))
+            row = r * interval + i
+            if runs and runs[-1][2] == valid:
+                runs[-1][1] = row + 1
+            else:
+                runs.append([row, row + 1, valid])
+    return tuple(tuple(run) for run in runs)
+
+
+class Grouping:
+    """How one attention call splits an ``H x W`` map into groups (per shape, cached).
+
+    Args:
+        height, width: the map size.
+        mode: 'sda', 'interval' or 'dilated'.
+        group: group size G (SDA window, dilated group).
+        interval: LDA interval I.
+    """
+
+    def __init__(self, height: int, width: int, mode: str, group: int, interval: int):
+        self.height, self.width = height, width
+        self.h = _axis_grouping(height, mode, group, interval)
+        self.w = _axis_grouping(width, mode, group, interval)
+        self.runs_h = _valid_runs(height, *self.h)
+        self.runs_w = _valid_runs(width, *self.w)
+
+    @property
+    def group_shape(self) -> Tuple[int, int]:
+        return self.h[1], self.w[1]
+
+    @property
+    def padded(self) -> Tuple[int, int]:
+        return self.h[0] * self.h[1] * self.h[2], self.w[0] * self.w[1] * self.w[2]
+
+
+@lru_cache(maxsize=256)
+def block_groupings(height: int, width: int, group: int, interval: int,
+                    lda: str) -> Tuple[Grouping, Grouping]:
+    """The (SDA, LDA) groupings of one stage for an ``height x width`` map.
+
+    When ``min(H, W) <= group`` both kinds of block do SDA with square windows of
+    ``min(H, W)`` (the official dense backbone's rule for small maps).
+    """
+    if min(height, width) <= group:
+        small = Grouping(height, width, 'sda', min(height, width), 1)
+        return small, small
+    return (Grouping(height, width, 'sda', group, 1),
+            Grouping(height, width, lda, group, interval))
+
+
+# --------------------------------------------------------------------------------------
+# Dynamic position bias
+# --------------------------------------------------------------------------------------
+@lru_cache(maxsize=128)
+def _relative_position_tables(gh: int, gw: int, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Offsets ``((2gh-1)(2gw-1), 2)`` fed to the bias MLP, and the index of each (query, key) pair."""
+    dh = torch.arange(1 - gh, gh, device=device)
+    dw = torch.arange(1 - gw, gw, device=device)
+    offsets = torch.stack(torch.meshgrid(dh, dw, indexing='ij'), dim=-1).reshape(-1, 2).float()
+    coords = torch.stack(torch.meshgrid(torch.arange(gh, device=device), torch.arange(gw, device=device),
+                                        indexing='ij'), dim=-1).reshape(-1, 2)
+    rel = coords[:, None, :] - coords[None, :, :]
+    index = (rel[..., 0] + gh - 1) * (2 * gw - 1) + (rel[..., 1] + gw - 1)
+    return offsets, index.reshape(-1)
+
+
+class DynamicPosBias(nn.Module):
+    """An MLP from relative offsets ``(dh, dw)`` to one bias per head.
+
+    Args:
+        pos_dims (int): Hidden width (the official code uses stage width // 16).
+        num_heads (int): Number of attention heads.
+    """
+
+    def __init__(self, pos_dims: int, num_heads: int):
+        super().__init__()
+        self.pos_proj = nn.Linear(2, pos_dims)
+        self.pos1 = nn.Sequential(nn.LayerNorm(pos_dims), nn.ReLU(inplace=True), nn.Linear(pos_dims, pos_dims))
+        self.pos2 = nn.Sequential(nn.LayerNorm(pos_dims), nn.ReLU(inplace=True), nn.Linear(pos_dims, pos_dims))
+        self.pos3 = nn.Sequential(nn.LayerNorm(pos_dims), nn.ReLU(inplace=True), nn.Linear(pos_dims, num_heads))
+
+    def forward(self, group_shape: Tuple[int, int], device: torch.device) -> torch.Tensor:
+        """Bias ``(heads, gh, gw, gh, gw)`` for queries and keys of one group."""
+        gh, gw = group_shape
+        offsets, index = _relative_position_tables(gh, gw, device)
+        table = self.pos3(self.pos2(self.pos1(self.pos_proj(offsets))))  # (T, heads)
+        return table[index].t().reshape(-1, gh, gw, gh, gw)
+
+
+# --------------------------------------------------------------------------------------
+# Attention, block
+# --------------------------------------------------------------------------------------
+class GroupAttention(nn.Module):
+    """Multi-head self-attention inside groups, with dynamic position bias.
+
+    Args:
+        dims (int): Token width.
+        num_heads (int): Number of heads.
+        qkv_bias (bool): Bias in the fused qkv projection.
+    """
+
+    def __init__(self, dims: int, num_heads: int, qkv_bias: bool = True):
+        super().__init__()
+        if dims % num_heads:
+            raise ValueError(f'width {dims} is not divisible by {num_heads} heads.')
+        self.num_heads = num_heads
+        self.pos = DynamicPosBias(dims // 16 if dims >= 16 else 1, num_heads)
+        self.qkv = nn.Linear(dims, dims * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dims, dims)
+
+    def forward(self, x: torch.Tensor, grouping: Grouping) -> torch.Tensor:
+        """``x``: ``(B, H, W, C)`` normalised tokens; returns the same shape."""
+        b, h, w, c = x.shape
+        heads, hd = self.num_heads, c // self.num_heads
+        (rh, gh, ih), (rw, gw, iw) = grouping.h, grouping.w
+        hp, wp = grouping.padded
+        # Padded positions never act as keys, and padded queries are cropped, so the
+        # projection runs on the valid tokens only and the padding value is irrelevant.
+        qkv = pad_bottom_right(self.qkv(x), hp, wp, channels_last=True)
+        qkv = qkv.reshape(b, rh, gh, ih, rw, gw, iw, 3, heads, hd)
+        qkv = qkv.permute(7, 0, 1, 3, 4, 6, 8, 2, 5, 9).reshape(3, b, rh * ih, rw * iw, heads, gh, gw, hd)
+        bias = self.pos((gh, gw), x.device).to(x.dtype)
+
+        rows = []
+        for ys, ye, vh in grouping.runs_h:
+            cols = []
+            for xs, xe, vw in grouping.runs_w:
+                q, k, v = qkv[:, :, ys:ye, xs:xe].unbind(0)
+                n_groups = b * (ye - ys) * (xe - xs)
+                if vh == 0 or vw == 0:  # groups made only of padding (cropped below)
+                    cols.append(q.new_zeros(q.shape))
+                    continue
+                q = q.reshape(n_groups, heads, gh * gw, hd)
+                k = k[..., :vh, :vw, :].reshape(n_groups, heads, vh * vw, hd)
+                v = v[..., :vh, :vw, :].reshape(n_groups, heads, vh * vw, hd)
+                mask = bias[..., :vh, :vw].reshape(1, heads, gh * gw, vh * vw)
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+                cols.append(out.reshape(b, ye - ys, xe - xs, heads, gh, gw, hd))
+            rows.append(cols[0] if len(cols) == 1 else torch.cat(cols, dim=2))
+        out = rows[0] if len(rows) == 1 else torch.cat(rows, dim=1)
+        out = out.reshape(b, rh, ih, rw, iw, heads, gh, gw, hd)
+        out = out.permute(0, 1, 6, 2, 3, 7, 4, 5, 8).reshape(b, hp, wp, c)
+        return self.proj(out[:, :h, :w])
+
+
+class CrossFormerBlock(nn.Module):
+    """Pre-norm block: group attention (SDA or LDA) then MLP, each with a residual.
+
+    Args:
+        dims (int): Token width.
+        num_heads (int): Number of heads.
+        mlp_ratio (float): MLP hidden width / token width.
+        drop_path (float): Stochastic depth rate.
+    """
+
+    def __init__(self, dims: int, num_heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dims)
+        self.attn = GroupAttention(dims, num_heads)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.norm2 = nn.LayerNorm(dims)
+        self.mlp = Mlp(dims, int(dims * mlp_ratio))
+
+    def forward(self, x: torch.Tensor, grouping: Grouping) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x), grouping))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+# --------------------------------------------------------------------------------------
+# Cross-scale embedding and merging
+# --------------------------------------------------------------------------------------
+def _split_channels(total: int, n: int) -> List[int]:
+    """Kernel i < n-1 gets total / 2^(i+1), the last total / 2^(n-1) (96 -> 48/24/12/12)."""
+    return [total // 2**(i + 1) for i in range(n - 1)] + [total // 2**(n - 1)]
+
+
+class CrossScaleEmbedding(nn.Module):
+    """Stem: convolutions of several kernel sizes, same stride, concatenated, then LayerNorm.
+
+    Args:
+        in_channels (int): Image channels.
+        embed_dims (int): Output width.
+        kernel_sizes (Sequence[int]): Kernels, smallest first. Default: (4, 8, 16, 32).
+        stride (int): Stride of every kernel. Default: 4.
+    """
+
+    def __init__(self, in_channels: int, embed_dims: int, kernel_sizes: Sequence[int] = (4, 8, 16, 32),
+                 stride: int = 4):
+        super().__init__()
+        self.stride = stride
+        self.projs = nn.ModuleList(
+            nn.Conv2d(in_channels, dims, k, stride=stride, padding=(k - stride) // 2)
+            for k, dims in zip(kernel_sizes, _split_channels(embed_dims, len(kernel_sizes))))
+        self.norm = nn.LayerNorm(embed_dims)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W)`` image -> ``(B, ceil(H/4), ceil(W/4), D)`` tokens."""
+        x = pad_bottom_right(x, self.stride, self.stride)
+        x = torch.cat([proj(x) for proj in self.projs], dim=1)
+        return self.norm(x.permute(0, 2, 3, 1))
+
+
+class CrossScaleMerging(nn.Module):
+    """Between stages: LayerNorm, then stride-2 convolutions of kernels 2 and 4, concatenated.
+
+    Args:
+        in_dims (int): Input width C.
+        out_dims (int): Output width (2C).
+        kernel_sizes (Sequence[int]): Kernels, smallest first. Default: (2, 4).
+    """
+
+    def __init__(self, in_dims: int, out_dims: int, kernel_sizes: Sequence[int] = (2, 4)):
+        super().__init__()
+        self.norm = nn.LayerNorm(in_dims)
+        self.reductions = nn.ModuleList(
+            nn.Conv2d(in_dims, dims, k, stride=2, padding=(k - 2) // 2)
+            for k, dims in zip(kernel_sizes, _split_channels(out_dims, len(kernel_sizes))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, H, W, C)`` -> ``(B, ceil(H/2), ceil(W/2), 2C)``."""
+        x = pad_bottom_right(self.norm(x).permute(0, 3, 1, 2), 2, 2)
+        return torch.cat([red(x) for red in self.reductions], dim=1).permute(0, 2, 3, 1)
+
+
+class CrossFormerStage(nn.Module):
+    """Blocks alternating SDA (even index) and LDA (odd), then optional merging.
+
+    Args:
+        dims (int): Token width.
+        depth (int): Number of blocks.
+        num_heads (int): Number of heads.
+        group_size (int): SDA window / LDA group size G.
+        interval (int): LDA interval I.
+        drop_paths (Sequence[float]): Stochastic depth per block.
+        mlp_ratio (float): MLP hidden width / token width.
+        merge_kernels (Sequence[int], optional): Kernels of the merging layer to
+            ``2 * dims`` at the end; None for the last stage.
+    """
+
+    def __init__(self, dims: int, depth: int, num_heads: int, group_size: int, interval: int,
+                 drop_paths: Sequence[float], mlp_ratio: float = 4.0,
+                 merge_kernels: Optional[Sequence[int]] = None):
+        super().__init__()
+        self.group_size, self.interval = group_size, interval
+        self.blocks = nn.ModuleList(
+            CrossFormerBlock(dims, num_heads, mlp_ratio, drop_paths[i]) for i in range(depth))
+        self.downsample = CrossScaleMerging(dims, 2 * dims, merge_kernels) if merge_kernels else None
+
+
+# --------------------------------------------------------------------------------------
+# Backbone
+# --------------------------------------------------------------------------------------
+def _per_stage(value: Union[int, Sequence[int]], num: int, name: str) -> Tuple[int, ...]:
+    if isinstance(value, int):
+        return (value, ) * num
+    value = tuple(value)
+    if len(value) != num:
+        raise ValueError(f'{name} needs one value per stage ({num}), got {value}.')
+    return value
+
+
+@MODELS.register_module()
+class CrossFormer(HybridBackbone):
+    """CrossFormer backbone returning multi-scale NCHW maps (strides 4, 8, 16, 32).
+
+    Args:
+        arch (str | dict): 'tiny', 'small', 'base', 'large' (or 't', 's', 'b', 'l'),
+            or a dict with ``embed_dims``, ``depths``, ``num_heads``.
+        in_channels (int): Image channels. Default: 3.
+        group_size (int | Sequence[int]): Group size G per stage. Default: 7.
+        interval (int | Sequence[int]): LDA interval I per stage. Default: (8, 4, 2, 1).
+        lda (str): 'interval' (default): the original dense backbone's LDA, groups are
+            the I x I interleaved sub-grids of the whole map (used for the released
+            COCO/ADE20K results); 'dilated': the later fixed G x G groups sampled
+            with step I.
+        mlp_ratio (float): MLP hidden width / token width. Default: 4.
+        patch_kernels (Sequence[int]): Cross-scale embedding kernels. Default: (4, 8, 16, 32).
+        merge_kernels (Sequence[int]): Cross-scale merging kernels. Default: (2, 4).
+        drop_path_rate (float): Stochastic depth, linear over all blocks. Default: 0.2.
+        out_indices (Sequence[int]): Stages to return. Default: (0, 1, 2, 3).
+        frozen_stages (int): -1 none, 0 stem, k stem + stages 0..k-1. Default: -1.
+        norm_eval (bool): BatchNorm in eval mode while training (no BN here). Default: False.
+        with_cp (bool): Gradient checkpointing per block. Default: False.
+        pretrained (str, optional): Deprecated, use ``init_cfg``.
+        init_cfg (dict, optional): e.g. ``dict(type='Pretrained', checkpoint='crossformer-s.pth')``;
+            official and converted files both load.
+    """
+
+    family = 'CrossFormer'
+    converter = staticmethod(convert_crossformer)
+    arch_zoo = {
+        'tiny': dict(embed_dims=64, depths=(1, 1, 8, 6), num_heads=(2, 4, 8, 16)),
+        'small': dict(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
+        'base': dict(embed_dims=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24)),
+        'large': dict(embed_dims=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32)),
+    }
+    arch_aliases = {'t': 'tiny', 's': 'small', 'b': 'base', 'l': 'large'}
+    lda_modes = ('interval', 'dilated')
+
+    def __init__(self,
+                 arch: Union[str, dict] = 'small',
+                 in_channels: int = 3,
+                 group_size: Union[int, Sequence[int]] = 7,
+                 interval: Union[int, Sequence[int]] = (8, 4, 2, 1),
+                 lda: str = 'interval',
+                 mlp_ratio: float = 4.0,
+                 patch_kernels: Sequence[int] = (4, 8, 16, 32),
+                 merge_kernels: Sequence[int] = (2, 4),
+                 drop_path_rate: float = 0.2,
+                 out_indices: Sequence[int] = (0, 1, 2, 3),
+                 frozen_stages: int = -1,
+                 norm_eval: bool = False,
+                 with_cp: bool = False,
+                 pretrained: Optional[str] = None,
+                 init_cfg: Optional[dict] = None):
+        super().__init__(in_channels, out_indices, frozen_stages, norm_eval, with_cp, pretrained, init_cfg)
+        spec = resolve_arch(arch, self.arch_zoo, self.arch_aliases,
+                            ('embed_dims', 'depths', 'num_heads'), self.family)
+        self.arch_name = arch if isinstance(arch, str) else 'custom'
+        depths, heads = tuple(spec['depths']), tuple(spec['num_heads'])
+        num_stages = len(depths)
+        if len(heads) != num_stages:
+            raise ValueError(f'depths {depths} and num_heads {heads} differ in length.')
+        if lda not in self.lda_modes:
+            raise ValueError(f'lda must be one of {self.lda_modes}, got {lda!r}.')
+        self.lda = lda
+        groups = _per_stage(group_size, num_stages, 'group_size')
+        intervals = _per_stage(interval, num_stages, 'interval')
+        dims = [spec['embed_dims'] * 2**i for i in range(num_stages)]
+
+        self.patch_embed = CrossScaleEmbedding(in_channels, dims[0], patch_kernels)
+        self.layers = nn.ModuleList()
+        for i, dpr in enumerate(drop_path_rates(drop_path_rate, depths)):
+            self.layers.append(CrossFormerStage(
+                dims[i], depths[i], heads[i], groups[i], intervals[i], dpr, mlp_ratio,
+                merge_kernels if i < num_stages - 1 else None))
+        self._finish_init(dims, [4 * 2**i for i in range(num_stages)])
+
+    def stem_modules(self) -> List[nn.Module]:
+        return [self.patch_embed]
+
+    def stage_modules(self) -> List[nn.Module]:
+        return list(self.layers)
+
+    def _default_init(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """``(B, C, H, W)`` -> maps of size ``ceil(H / s) x ceil(W / s)`` for the stages in ``out_indices``."""
+        self.check_input(x)
+        x = self.patch_embed(x)
+        outs = []
+        for i, stage in enumerate(self.layers):
+            h, w = x.shape[1:3]
+            sda, lda = block_groupings(h, w, stage.group_size, stage.interval, self.lda)
+            for j, block in enumerate(stage.blocks):
+                x = self.run_block(block, x, lda if j % 2 else sda)
+            if i in self.out_indices:
+                outs.append(x.permute(0, 3, 1, 2).contiguous())
+            if stage.downsample is not None:
+                x = stage.downsample(x)
+        return tuple(outs)

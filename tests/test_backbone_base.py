@@ -1,0 +1,127 @@
+"""The behaviour every family shares (mmhybrid.models.base), shown on CrossFormer."""
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+import torch.nn as nn
+
+from mmhybrid.models import CrossFormer
+from mmhybrid.models.base import HybridBackbone
+
+TINY = dict(embed_dims=32, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8))
+
+
+def test_unknown_arch_error_lists_the_valid_names():
+    with pytest.raises(ValueError) as err:
+        CrossFormer(arch='huge')
+    for name in ('tiny', 'small', 'base', 'large', 's'):
+        assert name in str(err.value)
+
+
+def test_custom_arch_dict_missing_keys_is_refused():
+    with pytest.raises(ValueError, match='num_heads'):
+        CrossFormer(arch=dict(embed_dims=32, depths=(1, 1, 1, 1)))
+
+
+def test_out_indices_accept_negatives_and_leave_the_callers_list_alone():
+    indices = [-1, 1]
+    model = CrossFormer(arch=TINY, out_indices=indices).eval()
+    assert indices == [-1, 1]
+    assert model.out_indices == (3, 1) and model.out_channels == [256, 64]
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, 64, 64))
+    assert [o.shape[1] for o in outs] == [64, 256]  # in stage order
+    with pytest.raises(ValueError, match='out of range'):
+        CrossFormer(arch=TINY, out_indices=(4, ))
+
+
+@pytest.mark.parametrize('frozen', [-1, 0, 1, 4])
+def test_frozen_stages_freeze_stem_then_stages_and_stay_frozen_in_train_mode(frozen):
+    model = CrossFormer(arch=TINY, frozen_stages=frozen)
+    parts = [model.patch_embed] + list(model.layers)
+
+    def check():
+        for k, part in enumerate(parts):
+            expect_frozen = k <= frozen
+            assert all(p.requires_grad != expect_frozen for p in part.parameters())
+            assert all(m.training != expect_frozen for m in part.modules()) or not model.training
+
+    check()                       # right after construction
+    model.train()
+    check()
+    assert all(not m.training for m in parts[0].modules()) == (frozen >= 0)
+    with pytest.raises(ValueError, match='frozen_stages'):
+        CrossFormer(arch=TINY, frozen_stages=5)
+
+
+class _BNBackbone(HybridBackbone):
+    """A two-stage toy with BatchNorm, to exercise norm_eval."""
+
+    def __init__(self, **kwargs):
+        super().__init__(out_indices=(0, 1), **kwargs)
+        self.stem = nn.Sequential(nn.Conv2d(3, 4, 3, 2, 1), nn.BatchNorm2d(4))
+        self.stages = nn.ModuleList([nn.Sequential(nn.Conv2d(4, 4, 3, 2, 1), nn.BatchNorm2d(4))
+                                     for _ in range(2)])
+        self._finish_init([4, 4], [4, 8])
+
+    def stem_modules(self):
+        return [self.stem]
+
+    def stage_modules(self):
+        return list(self.stages)
+
+    def forward(self, x):
+        self.check_input(x)
+        x = self.stem(x)
+        return tuple(x := stage(x) for stage in self.stages)
+
+
+@pytest.mark.parametrize('norm_eval', [False, True])
+def test_norm_eval_keeps_batchnorm_statistics_fixed_while_training(norm_eval):
+    model = _BNBackbone(norm_eval=norm_eval).train()
+    bn = model.stages[1][1]
+    before = bn.running_mean.clone()
+    model(torch.randn(2, 3, 16, 16))
+    assert bn.training is not norm_eval
+    assert torch.equal(bn.running_mean, before) is norm_eval
+
+
+def test_wrong_channel_count_and_non_4d_input_get_clear_errors():
+    model = CrossFormer(arch=TINY)
+    with pytest.raises(ValueError, match='expects 3 input channels.*got 4'):
+        model(torch.randn(1, 4, 64, 64))
+    with pytest.raises(ValueError, match='4D NCHW'):
+        model(torch.randn(3, 64, 64))
+    four = CrossFormer(arch=TINY, in_channels=4).eval()
+    with torch.no_grad():
+        assert four(torch.randn(1, 4, 64, 64))[0].shape == (1, 32, 16, 16)
+
+
+def test_deprecated_pretrained_becomes_a_pretrained_init_cfg():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        model = CrossFormer(arch=TINY, pretrained='x.pth')
+    assert model.init_cfg == dict(type='Pretrained', checkpoint='x.pth')
+    assert any(issubclass(w.category, DeprecationWarning) for w in caught)
+    with pytest.raises(ValueError, match='either init_cfg or'):
+        CrossFormer(arch=TINY, pretrained='x.pth', init_cfg=dict(type='Pretrained', checkpoint='y'))
+
+
+def test_importing_mmhybrid_does_not_import_mmdet_or_mmseg():
+    code = 'import sys, mmhybrid; print(any(m.split(".")[0] in ("mmdet", "mmseg") for m in sys.modules))'
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == 'False'
+
+
+@pytest.mark.parametrize('scope', ['mmdet', 'mmseg', None])
+def test_scoped_type_builds_from_mmdet_mmseg_and_plain_registries(scope):
+    if scope == 'mmdet':
+        from mmdet.registry import MODELS
+    elif scope == 'mmseg':
+        from mmseg.registry import MODELS
+    else:
+        from mmhybrid.registry import MODELS
+    model = MODELS.build(dict(type='mmhybrid.CrossFormer', arch=TINY))
+    assert isinstance(model, CrossFormer)

@@ -1,0 +1,109 @@
+"""Official CrossFormer checkpoints: conversion, loading through init_cfg, the CLI."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mmhybrid.converters import CheckpointMismatchError, convert_crossformer, load_state_dict_checked
+from mmhybrid.models import CrossFormer
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = dict(embed_dims=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8))
+
+
+def _official_state(model: CrossFormer) -> dict:
+    """What an official classification file holds: backbone keys plus head, final norm and old buffers."""
+    state = {k: torch.randn_like(v) for k, v in model.state_dict().items()}
+    state['norm.weight'] = torch.ones(256)
+    state['norm.bias'] = torch.zeros(256)
+    state['head.weight'] = torch.randn(1000, 256)
+    state['head.bias'] = torch.zeros(1000)
+    state['layers.0.blocks.0.attn.relative_position_index'] = torch.zeros(49, 49, dtype=torch.long)
+    state['layers.0.blocks.1.attn.biases'] = torch.zeros(169, 2)
+    return state
+
+
+def test_converter_drops_head_norm_and_index_buffers_and_is_idempotent():
+    model = CrossFormer(arch=SMALL)
+    official = _official_state(model)
+    converted = convert_crossformer({'model': official})
+    assert set(converted) == set(model.state_dict())
+    assert convert_crossformer(converted).keys() == converted.keys()
+    assert all(convert_crossformer(converted)[k] is v for k, v in converted.items())
+
+
+@pytest.mark.parametrize('wrap', ['raw', 'model', 'state_dict', 'detector'])
+def test_converter_reads_classification_detection_and_raw_files(wrap):
+    model = CrossFormer(arch=SMALL)
+    official = _official_state(model)
+    ckpt = {
+        'raw': official,
+        'model': {'model': official, 'epoch': 300},
+        'state_dict': {'state_dict': official, 'meta': {}},
+        'detector': {'state_dict': {**{f'backbone.{k}': v for k, v in official.items()},
+                                    'neck.lateral_convs.0.conv.weight': torch.randn(8, 32, 1, 1)}},
+    }[wrap]
+    load_state_dict_checked(model, convert_crossformer(ckpt))
+    assert torch.equal(model.layers[1].blocks[1].mlp.fc2.weight, official['layers.1.blocks.1.mlp.fc2.weight'])
+
+
+def test_mismatched_checkpoint_is_refused_naming_the_keys():
+    deeper = CrossFormer(arch=dict(SMALL, depths=(2, 2, 4, 2)))
+    with pytest.raises(CheckpointMismatchError, match=r'not in model: layers\.2\.blocks\.2\.'):
+        load_state_dict_checked(CrossFormer(arch=SMALL), convert_crossformer(deeper.state_dict()))
+    wider = CrossFormer(arch=dict(SMALL, embed_dims=64, num_heads=(2, 4, 8, 16)))
+    with pytest.raises(CheckpointMismatchError, match=r'shape mismatch: patch_embed\.projs\.0\.weight'):
+        load_state_dict_checked(CrossFormer(arch=SMALL), convert_crossformer(wider.state_dict()))
+
+
+def test_init_cfg_loads_an_official_file_and_a_converted_file_alike(tmp_path):
+    source = CrossFormer(arch=SMALL)
+    official = tmp_path / 'crossformer-official.pth'
+    torch.save({'model': _official_state(source)}, official)
+    converted = tmp_path / 'converted.pth'
+    subprocess.run([sys.executable, str(ROOT / 'tools/model_converters/convert.py'), 'crossformer',
+                    str(official), str(converted)], check=True, capture_output=True)
+    x = torch.randn(1, 3, 64, 96)
+    outs = []
+    for path in (official, converted):
+        model = CrossFormer(arch=SMALL, init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+        model.init_weights()
+        with torch.no_grad():
+            outs.append(model.eval()(x))
+    for a, b in zip(*outs):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    deprecated = CrossFormer(arch=SMALL, pretrained=str(official))
+    deprecated.init_weights()
+    torch.testing.assert_close(deprecated.layers[3].blocks[0].attn.qkv.weight,
+                               torch.load(official)['model']['layers.3.blocks.0.attn.qkv.weight'])
+
+
+def test_init_cfg_with_a_checkpoint_of_another_arch_fails_clearly(tmp_path):
+    path = tmp_path / 'small.pth'
+    torch.save({'model': CrossFormer(arch=SMALL).state_dict()}, path)
+    model = CrossFormer(arch=dict(SMALL, embed_dims=64, num_heads=(2, 4, 8, 16)),
+                        init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    with pytest.raises(CheckpointMismatchError, match='Check that arch'):
+        model.init_weights()
+    missing = CrossFormer(arch=SMALL, init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'nope.pth')))
+    with pytest.raises(FileNotFoundError, match='nope.pth'):
+        missing.init_weights()
+
+
+def test_convert_cli_never_overwrites_its_input_or_an_existing_file(tmp_path):
+    src = tmp_path / 'in.pth'
+    torch.save({'model': _official_state(CrossFormer(arch=SMALL))}, src)
+    before = src.read_bytes()
+    cli = [sys.executable, str(ROOT / 'tools/model_converters/convert.py'), 'crossformer']
+    same = subprocess.run(cli + [str(src), str(src), '--force'], capture_output=True, text=True)
+    assert same.returncode == 2 and 'never overwrites its input' in same.stderr
+    dst = tmp_path / 'out.pth'
+    dst.write_bytes(b'keep me')
+    exists = subprocess.run(cli + [str(src), str(dst)], capture_output=True, text=True)
+    assert exists.returncode == 2 and '--force' in exists.stderr and dst.read_bytes() == b'keep me'
+    assert src.read_bytes() == before
+    ok = subprocess.run(cli + [str(src), str(tmp_path / 'new.pth')], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert 'head.weight' not in torch.load(tmp_path / 'new.pth')['state_dict']

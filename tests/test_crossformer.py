@@ -1,0 +1,161 @@
+"""CrossFormer behaviour beyond the parity fixtures: sizes, variants, options, state."""
+import math
+
+import pytest
+import torch
+
+from mmhybrid.models import CrossFormer
+from mmhybrid.models.crossformer import GroupAttention, Grouping, block_groupings
+
+TINY = dict(embed_dims=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8))
+
+
+@pytest.mark.parametrize('arch,params', [('tiny', 27.263), ('small', 29.887), ('base', 51.201),
+                                         ('large', 90.944)])
+def test_parameter_counts_equal_the_official_dense_backbones(arch, params):
+    model = CrossFormer(arch=arch)
+    assert round(sum(p.numel() for p in model.parameters()) / 1e6, 3) == params
+
+
+def test_aliases_name_the_same_architecture():
+    assert CrossFormer(arch='s').out_channels == CrossFormer(arch='small').out_channels == [96, 192, 384, 768]
+    assert CrossFormer(arch='L').out_channels == [128, 256, 512, 1024]
+
+
+@pytest.mark.parametrize('hw', [(64, 64), (65, 97), (112, 137), (33, 250), (200, 41)])
+def test_any_input_size_gives_ceil_strides(hw):
+    model = CrossFormer(arch=TINY).eval()
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, *hw))
+    for out, stride, ch in zip(outs, (4, 8, 16, 32), (32, 64, 128, 256)):
+        assert out.shape == (1, ch, math.ceil(hw[0] / stride), math.ceil(hw[1] / stride))
+        assert torch.isfinite(out).all()
+
+
+def test_output_does_not_depend_on_earlier_calls():
+    """The official code writes the small-map rule into the module; this one must not."""
+    model = CrossFormer(arch=TINY).eval()
+    big, small = torch.randn(1, 3, 256, 320), torch.randn(1, 3, 96, 128)
+    with torch.no_grad():
+        before = model(big)
+        model(small)   # stage maps at or below the group size
+        after = model(big)
+    for a, b in zip(before, after):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert all(not name.startswith('_') for name, _ in model.named_buffers())
+
+
+def test_batch_items_are_independent():
+    model = CrossFormer(arch=TINY).eval()
+    x = torch.randn(2, 3, 96, 160)
+    with torch.no_grad():
+        both = model(x)
+        single = model(x[1:])
+    for a, b in zip(both, single):
+        torch.testing.assert_close(a[1:], b, rtol=1e-4, atol=1e-4)
+
+
+def _masked_group_attention(attn: GroupAttention, x: torch.Tensor, grouping: Grouping) -> torch.Tensor:
+    """Straightforward reference: pad, gather groups by explicit index, mask padded keys with -1e6."""
+    b, h, w, c = x.shape
+    heads = attn.num_heads
+    (rh, gh, ih), (rw, gw, iw) = grouping.h, grouping.w
+    hp, wp = rh * gh * ih, rw * gw * iw
+    xp = torch.zeros(b, hp, wp, c)
+    xp[:, :h, :w] = x
+    valid = torch.zeros(hp, wp, dtype=torch.bool)
+    valid[:h, :w] = True
+
+    def axis_members(outer, inner, interval):  # group row -> positions, in within-group order
+        return [[r * inner * interval + g * interval + i for g in range(inner)]
+                for r in range(outer) for i in range(interval)]
+
+    out = torch.zeros(b, hp, wp, c)
+    bias = attn.pos((gh, gw), x.device).reshape(heads, gh * gw, gh * gw)
+    for ys in axis_members(rh, gh, ih):
+        for xs in axis_members(rw, gw, iw):
+            idx_h = torch.tensor(ys).repeat_interleave(gw)
+            idx_w = torch.tensor(xs).repeat(gh)
+            tokens = xp[:, idx_h, idx_w]                        # (B, N, C)
+            q, k, v = attn.qkv(tokens).reshape(b, -1, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
+            logits = q @ k.transpose(-1, -2) * (c // heads) ** -0.5 + bias
+            logits = logits.masked_fill(~valid[idx_h, idx_w], -1e6)
+            o = (logits.softmax(-1) @ v).transpose(1, 2).reshape(b, -1, c)
+            out[:, idx_h, idx_w] = o
+    return attn.proj(out[:, :h, :w])
+
+
+@pytest.mark.parametrize('mode', ['sda', 'interval', 'dilated'])
+@pytest.mark.parametrize('hw', [(14, 21), (17, 23), (9, 30)])
+def test_padded_keys_are_excluded_like_the_official_mask(mode, hw):
+    attn = GroupAttention(32, 2).eval()
+    for p in attn.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    x = torch.randn(2, *hw, 32)
+    grouping = Grouping(*hw, mode, 4, 3)
+    with torch.no_grad():
+        torch.testing.assert_close(attn(x, grouping), _masked_group_attention(attn, x, grouping),
+                                   rtol=1e-4, atol=1e-5)
+
+
+def test_small_maps_use_square_windows_of_the_shorter_side():
+    sda, lda = block_groupings(5, 7, 7, 1, 'interval')
+    assert sda is lda and sda.group_shape == (5, 5) and sda.padded == (5, 10)
+    sda, lda = block_groupings(16, 24, 7, 2, 'interval')
+    assert sda.group_shape == (7, 7) and lda.group_shape == (8, 12)   # LDA group spans the map
+
+
+def test_original_and_dilated_lda_agree_at_224_and_differ_at_detection_sizes():
+    interval = CrossFormer(arch=TINY, lda='interval').eval()
+    dilated = CrossFormer(arch=TINY, lda='dilated').eval()
+    dilated.load_state_dict(interval.state_dict())
+    x, y = torch.randn(1, 3, 224, 224), torch.randn(1, 3, 320, 448)
+    with torch.no_grad():
+        for a, b in zip(interval(x), dilated(x)):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(interval(y)[0], dilated(y)[0], atol=1e-3)
+
+
+def test_group_size_and_interval_are_configurable_per_stage():
+    model = CrossFormer(arch=TINY, group_size=(14, 14, 7, 7), interval=(16, 8, 2, 1)).eval()
+    assert [s.group_size for s in model.layers] == [14, 14, 7, 7]
+    assert [s.interval for s in model.layers] == [16, 8, 2, 1]
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 160, 224))[0].shape == (1, 32, 40, 56)
+    with pytest.raises(ValueError, match='one value per stage'):
+        CrossFormer(arch=TINY, group_size=(7, 7))
+    with pytest.raises(ValueError, match='lda must be one of'):
+        CrossFormer(arch=TINY, lda='global')
+
+
+def test_drop_path_rises_linearly_over_all_blocks():
+    model = CrossFormer(arch='small', drop_path_rate=0.2)
+    rates = [getattr(b.drop_path, 'drop_prob', 0.0) for s in model.layers for b in s.blocks]
+    assert rates[0] == 0.0 and rates[-1] == pytest.approx(0.2)
+    assert rates == pytest.approx([0.2 * i / 11 for i in range(12)])
+
+
+def test_with_cp_gives_the_same_outputs_and_gradients():
+    x = torch.randn(1, 3, 96, 128)
+    plain = CrossFormer(arch=TINY, drop_path_rate=0.0)
+    cp = CrossFormer(arch=TINY, drop_path_rate=0.0, with_cp=True)
+    cp.load_state_dict(plain.state_dict())
+    grads = []
+    for model in (plain, cp):
+        model.train()
+        sum(o.square().mean() for o in model(x)).backward()
+        grads.append(model.layers[1].blocks[0].attn.qkv.weight.grad.clone())
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_training_step_reaches_every_parameter():
+    model = CrossFormer(arch=TINY).train()
+    sum(o.mean() for o in model(torch.randn(2, 3, 64, 96))).backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_bfloat16_autocast_forward_runs():
+    model = CrossFormer(arch=TINY).eval()
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        outs = model(torch.randn(1, 3, 72, 100))
+    assert all(torch.isfinite(o.float()).all() for o in outs)
