@@ -1,0 +1,49 @@
+"""Distributed launch on machines without CUDA (shared by tools/train.py and tools/test.py)."""
+import datetime
+import logging
+import os
+
+import torch
+from mmengine.config import ConfigDict
+from mmengine.logging import print_log
+
+
+class LauncherError(RuntimeError):
+    """A launcher that cannot work on this machine."""
+
+
+def setup_distributed_without_cuda(cfg, launcher: str) -> None:
+    """Make a distributed run work on a machine without CUDA.
+
+    mmdet and mmseg configs ask for the ``nccl`` backend, and mmengine's
+    ``init_dist`` and DDP wrapping assume one GPU per process. Without CUDA this
+    switches ``cfg.env_cfg.dist_cfg.backend`` to ``gloo``, starts the process
+    group itself (the Runner then skips ``init_dist``, which would call
+    ``torch.cuda.set_device``) and wraps the model in DDP without ``device_ids``.
+    With CUDA, or without a launcher, it does nothing.
+
+    Args:
+        cfg (mmengine.Config): The config; changed in place.
+        launcher (str): The ``--launcher`` value.
+
+    Raises:
+        LauncherError: for slurm/mpi launchers without CUDA.
+    """
+    if launcher == 'none' or torch.cuda.is_available():
+        return
+    if launcher != 'pytorch':
+        raise LauncherError(f'--launcher {launcher} needs CUDA GPUs; on a machine without them '
+                            'use tools/dist_train.sh / tools/dist_test.sh (torchrun, gloo backend)')
+    dist_cfg = cfg.setdefault('env_cfg', ConfigDict()).setdefault('dist_cfg', ConfigDict())
+    if dist_cfg.get('backend') != 'gloo':
+        if os.environ.get('RANK', '0') == '0':
+            print_log(f'CUDA is not available: distributed backend {dist_cfg.get("backend")!r} '
+                      "replaced by 'gloo'", logger='current', level=logging.WARNING)
+        dist_cfg.backend = 'gloo'
+    timeout = dist_cfg.get('timeout')
+    torch.distributed.init_process_group(
+        backend='gloo', timeout=None if timeout is None else datetime.timedelta(seconds=timeout))
+    if cfg.get('model_wrapper_cfg') is None:
+        cfg.model_wrapper_cfg = dict(
+            type='MMDistributedDataParallel', device_ids=None, broadcast_buffers=False,
+            find_unused_parameters=cfg.get('find_unused_parameters', False))

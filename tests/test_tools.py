@@ -1,0 +1,341 @@
+"""tools/train.py, tools/test.py and the launch scripts, run as users run them.
+
+End-to-end tests train a toy model (tests/data/tools/mmhybrid_tools_toy.py) with
+a config shaped like mmdet/mmseg ones, so that a train -> resume -> test cycle
+takes seconds on CPU while saving the same kind of checkpoints. Detection and
+segmentation configs are used where no model has to run (missing data, option
+handling).
+"""
+import glob
+import importlib.util
+import json
+import os
+import os.path as osp
+import socket
+import subprocess
+import sys
+import zipfile
+from argparse import Namespace
+
+import mmengine
+import pytest
+import torch
+from mmengine.config import Config
+
+from mmhybrid.utils import DatasetNotFoundError, check_dataset_paths
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+DATA_DIR = osp.join(REPO_ROOT, 'tests', 'data', 'tools')
+TOY_CONFIG = osp.join(DATA_DIR, 'toy_config.py')
+DET_CONFIG = osp.join(DATA_DIR, 'retinanet_coco.py')
+SEG_CONFIG = osp.join(DATA_DIR, 'upernet_ade20k.py')
+TRAIN = osp.join(REPO_ROOT, 'tools', 'train.py')
+TEST = osp.join(REPO_ROOT, 'tools', 'test.py')
+
+
+def tool_env(**extra):
+    """Environment for a tool subprocess.
+
+    Args:
+        **extra (str): Variables to set on top.
+
+    Returns:
+        dict: The current environment with the toy module importable and torch's
+        default ``weights_only=True`` loading in force.
+    """
+    env = dict(os.environ)
+    env.pop('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', None)
+    env['PYTHONPATH'] = os.pathsep.join(
+        p for p in (DATA_DIR, env.get('PYTHONPATH')) if p)
+    env.update(extra)
+    return env
+
+
+def run(cmd, cwd=REPO_ROOT, timeout=120, **env):
+    """Run a command and capture its output.
+
+    Args:
+        cmd (list[str]): The command.
+        cwd (str): Working directory.
+        timeout (float): Seconds before the run counts as hung.
+        **env (str): Extra environment variables.
+
+    Returns:
+        subprocess.CompletedProcess: With ``stdout`` and ``stderr`` as text.
+    """
+    return subprocess.run(cmd, cwd=cwd, env=tool_env(**env), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def run_python(code):
+    """Run Python code in a fresh interpreter (fresh torch safe-globals list).
+
+    Args:
+        code (str): The code; it prints one JSON document.
+
+    Returns:
+        object: The JSON it printed.
+    """
+    result = run([sys.executable, '-c', code])
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def load_tool(path, name):
+    """Import a tool script as a module (for its config-building functions).
+
+    Args:
+        path (str): The script.
+        name (str): Module name to give it.
+
+    Returns:
+        module: The imported script.
+    """
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def free_port():
+    """A TCP port nobody listens on right now.
+
+    Returns:
+        int: The port number.
+    """
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def assert_ok(result):
+    """Assert a tool run succeeded, showing its output otherwise.
+
+    Args:
+        result (subprocess.CompletedProcess): The run.
+    """
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+@pytest.fixture(scope='module')
+def toy_work_dir(tmp_path_factory):
+    """Work dir of a 4-iteration toy training (checkpoints at 2 and 4)."""
+    work_dir = str(tmp_path_factory.mktemp('toy') / 'work_dir')
+    assert_ok(run([sys.executable, TRAIN, TOY_CONFIG, '--work-dir', work_dir]))
+    return work_dir
+
+
+def test_train_without_dataset_exits_2_naming_missing_paths_and_how_to_get_coco(
+        tmp_path):
+    data_root = str(tmp_path / 'no_such_dir') + '/'
+    result = run([
+        sys.executable, TRAIN, DET_CONFIG, '--work-dir', str(tmp_path / 'wd'),
+        '--cfg-options', f'train_dataloader.dataset.data_root={data_root}',
+        f'val_dataloader.dataset.data_root={data_root}'
+    ], cwd=str(tmp_path))
+    assert result.returncode == 2
+    assert 'Traceback' not in result.stdout + result.stderr
+    for path in ('annotations/instances_train2017.json', 'train2017/',
+                 'annotations/instances_val2017.json', 'val2017/'):
+        assert data_root + path in result.stderr
+    # CocoMetric reads its own ann_file, fixed when the config was written
+    assert 'data/coco/annotations/instances_val2017.json' in result.stderr
+    assert 'cocodataset.org' in result.stderr and 'data/coco/' in result.stderr
+    assert '--cfg-options train_dataloader.dataset.data_root=' in result.stderr
+    assert not (tmp_path / 'wd').exists()  # stopped before building the Runner
+
+
+def test_dataset_check_follows_wrappers_and_names_ade20k_download():
+    ade = dict(type='ADE20KDataset', data_root='/no/ade',
+               data_prefix=dict(img_path='images/training',
+                                seg_map_path='annotations/training'))
+    cfg = Config(dict(
+        train_dataloader=dict(dataset=dict(
+            type='RepeatDataset', times=2,
+            dataset=dict(type='ConcatDataset', datasets=[ade]))),
+        test_dataloader=dict(dataset=dict(type='ADE20KDataset', data_root=DATA_DIR,
+                                          data_prefix=dict(img_path='')))))
+    check_dataset_paths(cfg, ['test_dataloader'])  # present: no error
+    with pytest.raises(DatasetNotFoundError) as err:
+        check_dataset_paths(cfg)
+    message = str(err.value)
+    key = 'train_dataloader.dataset.dataset.datasets.0'
+    assert f'/no/ade/images/training  (set by {key}.data_prefix.img_path)' in message
+    assert f'/no/ade/annotations/training  (set by {key}.data_prefix.seg_map_path)' \
+        in message
+    assert 'ADEChallengeData2016.zip' in message and 'data/ade/' in message
+    assert f'--cfg-options {key}.data_root=' in message
+
+
+@pytest.mark.slow
+def test_train_checkpoint_resume_test_cycle_under_weights_only_loading(
+        toy_work_dir, tmp_path):
+    resumed = run([
+        sys.executable, TRAIN, TOY_CONFIG, '--work-dir', toy_work_dir, '--resume',
+        '--cfg-options', 'train_cfg.max_iters=6'
+    ])
+    assert_ok(resumed)
+    assert 'resumed epoch: 0, iter: 4' in resumed.stdout + resumed.stderr
+    last = osp.join(toy_work_dir, 'iter_6.pth')
+    with open(osp.join(toy_work_dir, 'last_checkpoint')) as f:
+        assert f.read().strip() == last
+    # our own file, read back in the test: no allowlist needed here
+    assert torch.load(last, weights_only=False)['meta']['iter'] == 6
+
+    out = str(tmp_path / 'predictions.pkl')
+    tested = run([sys.executable, TEST, TOY_CONFIG, last, '--work-dir',
+                  str(tmp_path / 'test'), '--out', out])
+    assert_ok(tested)
+    assert 'toy/mae:' in tested.stdout + tested.stderr
+    assert len(mmengine.load(out)) == 8  # one prediction per test sample
+
+
+@pytest.mark.slow
+def test_train_resumes_from_an_explicit_checkpoint_path(toy_work_dir, tmp_path):
+    resumed = run([
+        sys.executable, TRAIN, TOY_CONFIG, '--work-dir', str(tmp_path / 'wd'),
+        '--resume', osp.join(toy_work_dir, 'iter_2.pth')
+    ])
+    assert_ok(resumed)
+    log = resumed.stdout + resumed.stderr
+    assert 'resumed epoch: 0, iter: 2' in log and 'Iter(train) [4/4]' in log
+
+
+def test_mmengine_checkpoint_loads_with_weights_only_only_after_allowlisting(
+        toy_work_dir, tmp_path):
+    checkpoint, = glob.glob(osp.join(toy_work_dir, 'best_toy_mae_iter_*.pth'))
+    # The same checkpoint as numpy < 2 writes it (numpy.core, not numpy._core).
+    numpy1 = str(tmp_path / 'numpy1.pth')
+    with zipfile.ZipFile(checkpoint) as src, zipfile.ZipFile(numpy1, 'w') as dst:
+        for info in src.infolist():
+            data = src.read(info.filename)
+            if info.filename.endswith('data.pkl'):
+                assert b'numpy._core.multiarray\n' in data
+                data = data.replace(b'numpy._core.multiarray\n',
+                                    b'numpy.core.multiarray\n')
+            dst.writestr(info, data)
+    code = f"""
+import json, torch
+from mmhybrid.utils import allow_mmengine_checkpoints
+def load(path):
+    try:
+        ckpt = torch.load(path)
+    except Exception as err:
+        return type(err).__name__
+    best_score = ckpt['message_hub']['runtime_info']['best_score']
+    return ckpt['meta']['iter'], float(best_score)
+before = load({checkpoint!r})
+allow_mmengine_checkpoints()
+allow_mmengine_checkpoints()
+print(json.dumps([before, load({checkpoint!r}), load({numpy1!r})]))
+"""
+    before, after, after_numpy1 = run_python(code)
+    assert before == 'UnpicklingError'
+    assert after[0] in (2, 4) and after == after_numpy1
+
+
+def test_allowlisted_getattr_resolves_only_history_buffer_statistics(tmp_path):
+    evil = str(tmp_path / 'evil.pth')
+    code = f"""
+import json, numpy, torch
+from mmengine.logging import HistoryBuffer
+from mmhybrid.utils import allow_mmengine_checkpoints
+
+class Reach:
+    def __init__(self, obj, name):
+        self.args = (obj, name)
+    def __reduce__(self):
+        return getattr, self.args
+
+allow_mmengine_checkpoints()
+results = []
+for obj, name in [(HistoryBuffer, 'mean'), (HistoryBuffer, 'register_statistics'),
+                  (numpy.ndarray, 'tofile')]:
+    torch.save({{'x': Reach(obj, name)}}, {evil!r})
+    try:
+        results.append(torch.load({evil!r})['x'] is getattr(obj, name))
+    except Exception as err:
+        results.append(type(err).__name__)
+print(json.dumps(results))
+"""
+    assert run_python(code) == [True, 'UnpicklingError', 'UnpicklingError']
+
+
+@pytest.mark.slow
+def test_dist_train_sh_trains_with_two_cpu_processes_over_gloo(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip('the gloo switch is for machines without CUDA')
+    work_dir = str(tmp_path / 'wd')
+    result = run(['bash', osp.join(REPO_ROOT, 'tools', 'dist_train.sh'), TOY_CONFIG,
+                  '2', '--work-dir', work_dir], timeout=180, PORT=str(free_port()),
+                 PYTHON=sys.executable)
+    assert_ok(result)
+    log = result.stdout + result.stderr
+    assert "backend 'nccl' replaced by 'gloo'" in log
+    assert 'GPU number: 2' in log  # world size, as mmengine words it
+    assert 'Iter(train) [4/4]' in log and 'Traceback' not in log
+    assert osp.isfile(osp.join(work_dir, 'iter_4.pth'))
+
+
+def test_amp_without_cuda_exits_with_a_one_line_message(tmp_path):
+    result = run([sys.executable, TRAIN, TOY_CONFIG, '--amp', '--work-dir',
+                  str(tmp_path / 'wd')], CUDA_VISIBLE_DEVICES='')
+    assert result.returncode != 0
+    assert 'Traceback' not in result.stdout + result.stderr
+    error_lines = [line for line in result.stderr.splitlines()
+                   if line.startswith('train.py: error:')]
+    assert len(error_lines) == 1 and 'needs a CUDA GPU' in error_lines[0]
+    assert 'run without --amp' in error_lines[0]
+
+
+def test_train_py_resume_and_work_dir_options_set_the_config(monkeypatch):
+    train = load_tool(TRAIN, 'mmhybrid_tools_train')
+    monkeypatch.setenv('LOCAL_RANK', '0')  # parse_args sets it when unset
+
+    def config(*argv):
+        monkeypatch.setattr(sys, 'argv', ['train.py', DET_CONFIG, *argv])
+        return train.build_config(train.parse_args())
+
+    cfg = config()
+    assert cfg.work_dir == osp.join('./work_dirs', 'retinanet_coco')
+    assert not cfg.resume
+    cfg = config('--resume', '--work-dir', 'wd')
+    assert cfg.work_dir == 'wd' and cfg.resume and cfg.load_from is None
+    cfg = config('--resume', 'ckpt.pth', '--auto-scale-lr')
+    assert cfg.resume and cfg.load_from == 'ckpt.pth'
+    assert cfg.auto_scale_lr.enable
+
+
+def test_test_py_show_dir_out_and_tta_follow_the_config_scope(tmp_path):
+    test = load_tool(TEST, 'mmhybrid_tools_test')
+    checkpoint = tmp_path / 'model.pth'
+    checkpoint.touch()
+
+    def config(path, out, tta=False):
+        args = Namespace(config=path, checkpoint=str(checkpoint), work_dir=None,
+                         out=out, show=False, show_dir='painted', wait_time=2,
+                         cfg_options=None, launcher='none', tta=tta)
+        return test.build_config(args)
+
+    det = config(DET_CONFIG, 'det.pkl')
+    assert det.load_from == str(checkpoint)
+    assert det.default_hooks.visualization.draw
+    assert det.default_hooks.visualization.test_out_dir == 'painted'
+    assert det.test_evaluator[-1] == dict(type='DumpDetResults',
+                                          out_file_path='det.pkl')
+    seg = config(SEG_CONFIG, 'masks')
+    assert seg.default_hooks.visualization.draw
+    assert seg.visualizer.save_dir == 'painted'
+    assert seg.test_evaluator.output_dir == 'masks'
+
+    seg = config(SEG_CONFIG, None, tta=True)
+    assert seg.model.type == 'SegTTAModel' and seg.model.module.type == 'EncoderDecoder'
+    assert seg.test_dataloader.dataset.pipeline == seg.tta_pipeline
+    # mmdet configs without TTA settings get DetTTAModel and a flip pipeline
+    det = Config.fromfile(DET_CONFIG)
+    det.tta_model = det.tta_pipeline = None
+    test.enable_tta(det)
+    assert det.model.type == 'DetTTAModel' and det.model.module.type == 'RetinaNet'
+    flip = det.test_dataloader.dataset.pipeline[-1]
+    assert flip.type == 'TestTimeAug'
+    assert [t.prob for t in flip.transforms[0]] == [1., 0.]

@@ -1,0 +1,144 @@
+"""Train a detector (mmdet config) or a segmentor (mmseg config) with mmengine.
+
+Usage:
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CHECKPOINT]] [--amp]
+        [--auto-scale-lr] [--cfg-options KEY=VALUE ...] [--launcher LAUNCHER]
+
+Works from a checkout without installing the package. Exit status 2, with a
+message and no traceback, when the dataset files are missing or an option cannot
+be used on this machine.
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+
+import torch  # noqa: E402
+from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.registry import RUNNERS  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
+
+import mmhybrid  # noqa: E402,F401  (registers the project's models)
+from mmhybrid.utils import (DatasetNotFoundError, LauncherError,  # noqa: E402
+                            allow_mmengine_checkpoints, check_dataset_paths,
+                            setup_distributed_without_cuda)
+
+
+def parse_args():
+    """Parse the command line (the flags of mmdet 3.x's ``tools/train.py``).
+
+    Returns:
+        argparse.Namespace: The parsed arguments.
+    """
+    parser = argparse.ArgumentParser(description='Train a detector or a segmentor')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--work-dir', help='the dir to save logs and models')
+    parser.add_argument(
+        '--amp', action='store_true',
+        help='enable automatic mixed precision training (needs a CUDA GPU)')
+    parser.add_argument(
+        '--auto-scale-lr', action='store_true',
+        help='scale the learning rate by the actual / base batch size')
+    parser.add_argument(
+        '--resume', nargs='?', type=str, const='auto',
+        help='resume from the given checkpoint; without a value, from the latest '
+        'checkpoint in the work dir')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override config settings, xxx=yyy pairs merged into the config, '
+        'e.g. train_dataloader.dataset.data_root=/data/coco/ or key="[a,b]"')
+    parser.add_argument(
+        '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
+        help='job launcher')
+    # torchrun passes --local-rank (older launchers --local_rank).
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def fail(message):
+    """Print a one-line error to stderr and exit with status 2.
+
+    Args:
+        message (str): What went wrong and what to do.
+    """
+    print(f'train.py: error: {message}', file=sys.stderr)
+    sys.exit(2)
+
+
+def build_config(args):
+    """Load the config and apply the command-line options to it.
+
+    Args:
+        args (argparse.Namespace): Output of :func:`parse_args`.
+
+    Returns:
+        mmengine.Config: The config to build the Runner from.
+    """
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    # work_dir: command line, then config, then ./work_dirs/<config name>
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(args.config))[0])
+    if args.amp:
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.loss_scale = 'dynamic'
+    if cfg.get('optim_wrapper', {}).get('type') == 'AmpOptimWrapper' \
+            and not torch.cuda.is_available():
+        fail('mixed precision training (--amp, or AmpOptimWrapper in the config) '
+             'needs a CUDA GPU, and torch.cuda.is_available() is False here; '
+             'run without --amp')
+    if args.auto_scale_lr:
+        auto_scale_lr = cfg.get('auto_scale_lr') or {}
+        if 'enable' not in auto_scale_lr or 'base_batch_size' not in auto_scale_lr:
+            fail('--auto-scale-lr needs auto_scale_lr = dict(enable=False, '
+                 'base_batch_size=...) in the config')
+        cfg.auto_scale_lr.enable = True
+    if args.resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif args.resume is not None:
+        cfg.resume = True
+        cfg.load_from = args.resume
+    return cfg
+
+
+def main():
+    """Train with the Runner the config asks for (``runner_type``, or mmengine's)."""
+    args = parse_args()
+    allow_mmengine_checkpoints()
+    cfg = build_config(args)
+    dataloaders = ['train_dataloader']
+    if cfg.get('val_cfg') is not None and cfg.get('val_dataloader') is not None:
+        dataloaders.append('val_dataloader')
+    try:
+        check_dataset_paths(cfg, dataloaders)
+    except DatasetNotFoundError as err:
+        print(err, file=sys.stderr)
+        sys.exit(2)
+    try:
+        setup_distributed_without_cuda(cfg, args.launcher)
+    except LauncherError as err:
+        fail(str(err))
+    if 'runner_type' in cfg:
+        runner = RUNNERS.build(cfg)
+    else:
+        runner = Runner.from_cfg(cfg)
+    runner.train()
+    if torch.distributed.is_initialized():
+        # release it before exit: a live gloo group aborts the interpreter exit
+        torch.distributed.destroy_process_group()
+
+
+if __name__ == '__main__':
+    main()
