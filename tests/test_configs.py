@@ -1,0 +1,326 @@
+"""Every config in configs/ builds, trains one step and predicts on CPU, and
+carries the CrossFormer paper's recipe.
+
+The pretrained checkpoints named in the configs are not needed: the tests
+override ``model.backbone.init_cfg`` with None (random weights), except the
+one that checks the shipped ``init_cfg`` against a synthetic official file.
+"""
+import ast
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+from mmengine.config import Config
+from mmengine.optim import build_optim_wrapper
+from mmengine.registry import init_default_scope
+from mmengine.structures import PixelData
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / 'configs'
+CONFIGS = sorted(p.name for p in CONFIG_DIR.glob('*.py'))
+
+# What the paper reports results for; each must have a config.
+PAPER_CONFIGS = [
+    'retinanet_crossformer_s_coco.py', 'retinanet_crossformer_b_coco.py',
+    'mask_rcnn_crossformer_s_coco.py', 'mask_rcnn_crossformer_b_coco.py',
+    'upernet_crossformer_s_ade20k.py', 'upernet_crossformer_b_ade20k.py',
+    'upernet_crossformer_l_ade20k.py'
+]
+SIZE_LETTER = {'tiny': 't', 'small': 's', 'base': 'b', 'large': 'l'}
+# Stochastic depth for dense tasks, official cheerss/CrossFormer
+# detection/ and segmentation/crossformer_factory.py: S 0.2, B 0.3, L 0.5.
+# T has no official dense config; 0.1 is this project's choice.
+DROP_PATH = {'tiny': 0.1, 'small': 0.2, 'base': 0.3, 'large': 0.5}
+NUM_GPUS = 8  # the paper's batch of 16 = 8 GPUs x 2 images
+
+# Small images whose sides are not multiples of 32: any-size input must work.
+DET_TRAIN_SHAPE = (3, 120, 150)
+DET_TEST_SHAPE = (3, 100, 140)
+SEG_TRAIN_HW = (100, 132)
+SEG_TEST_HW = (90, 116)
+
+
+def load_cfg(name):
+    """The config with random backbone weights (no checkpoint file needed)."""
+    cfg = Config.fromfile(str(CONFIG_DIR / name))
+    cfg.model.backbone.init_cfg = None
+    return cfg
+
+
+def task_of(cfg):
+    assert cfg.default_scope in ('mmdet', 'mmseg'), cfg.default_scope
+    return cfg.default_scope
+
+
+def build_model(cfg):
+    """Build and initialise the full model, as tools/train.py's runner does."""
+    init_default_scope(cfg.default_scope)
+    if task_of(cfg) == 'mmdet':
+        from mmdet.registry import MODELS
+    else:
+        from mmseg.registry import MODELS
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    return model
+
+
+def build_backbone(cfg):
+    from mmhybrid.registry import MODELS
+    return MODELS.build(cfg.model.backbone)
+
+
+def arch_name(cfg):
+    """Full arch name ('small', ...) from the config, aliases resolved."""
+    arch = cfg.model.backbone.arch
+    return {v: k for k, v in SIZE_LETTER.items()}.get(arch, arch)
+
+
+def det_batch(shape, with_mask):
+    from mmdet.testing import demo_mm_inputs
+    return demo_mm_inputs(
+        batch_size=1, image_shapes=[shape], num_items=[3],
+        with_mask=with_mask)
+
+
+def seg_batch(hw, num_classes, batch_size=1):
+    from mmseg.structures import SegDataSample
+    h, w = hw
+    inputs, samples = [], []
+    for _ in range(batch_size):
+        inputs.append(torch.randint(0, 256, (3, h, w), dtype=torch.uint8))
+        sample = SegDataSample(metainfo=dict(
+            img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w)))
+        label = torch.randint(0, num_classes, (1, h, w), dtype=torch.long)
+        label[:, :5] = 255  # some ignored pixels, as in real ADE20K labels
+        sample.gt_sem_seg = PixelData(data=label)
+        samples.append(sample)
+    return dict(inputs=inputs, data_samples=samples)
+
+
+def check_weight_decay(cfg, model, wrapper):
+    """The built optimizer follows the official recipes: segmentation gives the
+    block, stem and merging LayerNorms zero weight decay and every other
+    backbone parameter (position-bias MLP norms included) the full one;
+    detection decays everything (the official detection recipe has no
+    exemptions)."""
+    base_wd = cfg.optim_wrapper.optimizer.weight_decay
+    wd_of = {}
+    for group in wrapper.optimizer.param_groups:
+        for p in group['params']:
+            wd_of[id(p)] = group['weight_decay']
+    norm_params = {
+        id(p) for n, m in model.backbone.named_modules()
+        if isinstance(m, nn.LayerNorm) and '.attn.pos.' not in n
+        for p in m.parameters()
+    }
+    assert norm_params
+    segmentation = task_of(cfg) == 'mmseg'
+    wrong = []
+    for pname, p in model.backbone.named_parameters():
+        want = 0.0 if segmentation and id(p) in norm_params else base_wd
+        if wd_of[id(p)] != pytest.approx(want):
+            wrong.append((pname, wd_of[id(p)], want))
+    assert not wrong, wrong[:10]
+    if segmentation:
+        # heads keep their decay (BN/convs in UPerHead, FCNHead)
+        head = dict(model.decode_head.named_parameters())
+        assert all(wd_of[id(p)] == base_wd for p in head.values())
+
+
+def test_config_set_is_complete():
+    """Each backbone/task pair the paper reports has its config."""
+    missing = [n for n in PAPER_CONFIGS if n not in CONFIGS]
+    assert not missing, f'missing configs: {missing}'
+
+
+@pytest.mark.parametrize('name', CONFIGS)
+def test_base_comes_first(name):
+    """`_base_` is the first statement (an import before it makes mmengine
+    0.10.7 on Python 3.11 parse the file as a lazy config and fail)."""
+    tree = ast.parse((CONFIG_DIR / name).read_text())
+    first = tree.body[0]
+    assert isinstance(first, ast.Assign), ast.dump(first)
+    assert [t.id for t in first.targets] == ['_base_']
+    assert not any(isinstance(n, (ast.Import, ast.ImportFrom))
+                   for n in ast.walk(tree)), 'configs should hold no imports'
+
+
+@pytest.mark.parametrize('name', CONFIGS)
+def test_train_step_and_predict(name):
+    """Full model from the config: one optimizer step, then one prediction."""
+    torch.manual_seed(0)
+    cfg = load_cfg(name)
+    task = task_of(cfg)
+    if task == 'mmseg':
+        # The config pads every crop to 512x512; padding to a small size
+        # instead keeps the test fast and exercises the same path.
+        cfg.model.data_preprocessor.size = SEG_TRAIN_HW
+    model = build_model(cfg)
+    assert type(model.backbone).__name__ == 'CrossFormer'
+    assert type(model.backbone).__module__.startswith('mmhybrid.')
+    # The optimizer as the runner builds it; its per-parameter weight decay
+    # is what the recipe asks for.
+    optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    check_weight_decay(cfg, model, optim_wrapper)
+
+    if task == 'mmdet':
+        with_mask = 'mask_rcnn' in name
+        train_batch = det_batch(DET_TRAIN_SHAPE, with_mask)
+        test_batch = det_batch(DET_TEST_SHAPE, with_mask)
+    else:
+        num_classes = cfg.model.decode_head.num_classes
+        # two images: the pooling branch of UPerHead has BatchNorm on 1x1 maps
+        train_batch = seg_batch(SEG_TRAIN_HW, num_classes, batch_size=2)
+        test_batch = seg_batch(SEG_TEST_HW, num_classes)
+
+    stem = dict(model.backbone.named_parameters())
+    stem = {k: v.detach().clone() for k, v in stem.items()
+            if k.startswith('patch_embed.')}
+    assert stem, 'expected patch_embed.* parameters (official names)'
+
+    model.train()
+    log_vars = model.train_step(train_batch, optim_wrapper)
+    assert math.isfinite(float(log_vars['loss'])), log_vars
+    params = dict(model.backbone.named_parameters())
+    moved = [k for k, v in stem.items() if not torch.equal(params[k], v)]
+    assert moved == list(stem), 'the optimizer step did not reach the stem'
+
+    model.eval()
+    with torch.no_grad():
+        results = model.test_step(test_batch)
+    assert len(results) == 1
+    result = results[0]
+    if task == 'mmdet':
+        pred = result.pred_instances
+        assert pred.bboxes.shape[-1] == 4
+        assert len(pred.scores) == len(pred.labels) == len(pred.bboxes)
+        if 'mask_rcnn' in name:
+            assert 'masks' in pred
+    else:
+        assert tuple(result.pred_sem_seg.data.shape[-2:]) == SEG_TEST_HW
+        assert result.pred_sem_seg.data.max() < num_classes
+
+
+@pytest.mark.parametrize('name', CONFIGS)
+def test_wiring_matches_backbone(name):
+    """Neck/head in_channels equal what the built backbone really returns;
+    outputs come at strides 4, 8, 16, 32 for an odd-sized input; the built
+    backbone's stochastic depth ends at the config's rate."""
+    cfg = load_cfg(name)
+    backbone = build_backbone(cfg).eval()
+    rates = [m.drop_prob for m in backbone.modules()
+             if hasattr(m, 'drop_prob')]
+    assert rates, 'no DropPath modules found in the backbone'
+    # linear over all blocks, ending at drop_path_rate
+    assert max(rates) == pytest.approx(cfg.model.backbone.drop_path_rate)
+    h, w = 70, 90
+    with torch.no_grad():
+        outs = backbone(torch.randn(1, 3, h, w))
+    channels = [o.shape[1] for o in outs]
+    assert [tuple(o.shape[2:]) for o in outs] == [
+        (math.ceil(h / s), math.ceil(w / s)) for s in (4, 8, 16, 32)]
+    # CrossFormer widths D, 2D, 4D, 8D, as the backbone itself declares
+    assert channels == [channels[0] * 2**i for i in range(4)]
+    assert channels == backbone.out_channels
+    if task_of(cfg) == 'mmdet':
+        assert list(cfg.model.neck.in_channels) == channels
+    else:
+        head, aux = cfg.model.decode_head, cfg.model.auxiliary_head
+        assert list(head.in_channels) == [channels[i] for i in head.in_index]
+        assert aux.in_channels == channels[aux.in_index]
+        assert aux.in_index == 2  # stage 3 (4D), as the paper's UperNet
+
+
+@pytest.mark.parametrize('name', CONFIGS)
+def test_backbone_recipe(name):
+    """Arch in the file name, the per-size stochastic depth, and the official
+    ImageNet checkpoint of that size."""
+    cfg = Config.fromfile(str(CONFIG_DIR / name))
+    arch = arch_name(cfg)
+    letter = SIZE_LETTER[arch]
+    assert f'_crossformer_{letter}_' in name
+    assert cfg.model.backbone.type == 'mmhybrid.CrossFormer'
+    assert cfg.custom_imports.imports == ['mmhybrid']
+    assert cfg.model.backbone.drop_path_rate == DROP_PATH[arch]
+    init_cfg = cfg.model.backbone.init_cfg
+    assert init_cfg.type == 'Pretrained'
+    assert init_cfg.checkpoint == f'checkpoints/crossformer-{letter}.pth'
+
+
+@pytest.mark.parametrize(
+    'name', [n for n in CONFIGS if '_coco' in n])
+def test_detection_recipe(name):
+    """AdamW lr 1e-4, wd 1e-4, batch 16, 1x, 1333x800, pad 32."""
+    cfg = Config.fromfile(str(CONFIG_DIR / name))
+    opt = cfg.optim_wrapper.optimizer
+    assert (opt.type, opt.lr, opt.weight_decay) == ('AdamW', 1e-4, 1e-4)
+    assert set(opt) <= {'type', 'lr', 'weight_decay'}  # no SGD leftovers
+    assert cfg.train_dataloader.batch_size * NUM_GPUS == 16
+    assert cfg.auto_scale_lr.base_batch_size == 16
+    assert cfg.train_cfg.max_epochs == 12
+    steps = [s for s in cfg.param_scheduler if s.type == 'MultiStepLR']
+    assert steps and steps[0].milestones == [8, 11]
+    resize = [t for t in cfg.train_dataloader.dataset.pipeline
+              if t.type == 'Resize']
+    assert resize[0].scale == (1333, 800)
+    assert cfg.model.data_preprocessor.pad_size_divisor == 32
+    assert cfg.train_dataloader.dataset.data_root == 'data/coco/'
+
+
+@pytest.mark.parametrize(
+    'name', [n for n in CONFIGS if '_ade20k' in n])
+def test_segmentation_recipe(name):
+    """AdamW lr 6e-5, betas (0.9, 0.999), wd 0.01, warmup 1500 + poly(1.0)
+    to 0 at 160k, crop 512, batch 16, 150 classes."""
+    cfg = Config.fromfile(str(CONFIG_DIR / name))
+    opt = cfg.optim_wrapper.optimizer
+    assert (opt.type, opt.lr, tuple(opt.betas), opt.weight_decay) == (
+        'AdamW', 6e-5, (0.9, 0.999), 0.01)
+    warmup, poly = cfg.param_scheduler
+    assert (warmup.type, warmup.begin, warmup.end) == ('LinearLR', 0, 1500)
+    assert not warmup.by_epoch
+    assert (poly.type, poly.power, poly.eta_min) == ('PolyLR', 1.0, 0.0)
+    assert (poly.begin, poly.end, poly.by_epoch) == (1500, 160000, False)
+    assert cfg.train_cfg.max_iters == 160000
+    assert cfg.train_dataloader.batch_size * NUM_GPUS == 16
+    assert tuple(cfg.crop_size) == (512, 512)
+    assert tuple(cfg.model.data_preprocessor.size) == (512, 512)
+    crop = [t for t in cfg.train_dataloader.dataset.pipeline
+            if t.type == 'RandomCrop']
+    assert tuple(crop[0].crop_size) == (512, 512)
+    assert cfg.model.pretrained is None
+    assert cfg.model.decode_head.num_classes == 150
+    assert cfg.model.auxiliary_head.num_classes == 150
+    assert (cfg.train_dataloader.dataset.data_root ==
+            'data/ade/ADEChallengeData2016')
+
+
+@pytest.mark.parametrize('name', [
+    'retinanet_crossformer_t_coco.py', 'upernet_crossformer_s_ade20k.py'])
+def test_pretrained_checkpoint_as_shipped(name, tmp_path, monkeypatch):
+    """The config's init_cfg, untouched, loads a file in the official
+    ImageNet format (weights under 'model', with the classifier's head.* and
+    norm.*) from checkpoints/ when the model is initialised."""
+    monkeypatch.chdir(tmp_path)
+    cfg = Config.fromfile(str(CONFIG_DIR / name))
+    ckpt = Path(cfg.model.backbone.init_cfg.checkpoint)
+    assert not ckpt.is_absolute() and ckpt.parent.name == 'checkpoints'
+
+    torch.manual_seed(1)
+    official = {k: torch.randn_like(v) if v.is_floating_point() else v
+                for k, v in build_backbone(
+                    load_cfg(name)).state_dict().items()}
+    dims = official['layers.3.blocks.0.norm1.weight'].numel()
+    official.update({
+        'norm.weight': torch.ones(dims), 'norm.bias': torch.zeros(dims),
+        'head.weight': torch.zeros(1000, dims), 'head.bias': torch.zeros(1000)
+    })
+    ckpt.parent.mkdir()
+    torch.save({'model': official}, ckpt)
+
+    model = build_model(cfg)  # init_weights() loads the file
+    loaded = model.backbone.state_dict()
+    assert set(loaded) == set(official) - {
+        'norm.weight', 'norm.bias', 'head.weight', 'head.bias'}
+    assert all(torch.equal(loaded[k], official[k]) for k in loaded)
