@@ -43,7 +43,7 @@ def test_official_outputs_are_reproduced(path):
     family = fx['family']
     if family not in BACKBONES:
         pytest.xfail(f'{fx["case"]}: family {family!r} is not implemented yet')
-    backbone = MODELS.build(dict(type=BACKBONES[family], **fx['project_arch'], drop_path_rate=0.0))
+    backbone = MODELS.build(dict(type=f'mmhybrid.{BACKBONES[family]}', **fx['project_arch'], drop_path_rate=0.0))
     converted = CONVERTERS[family](synth.synth_state_dict(fx['keys']))
     load_state_dict_checked(backbone, converted, source=fx['case'])  # strict: every weight filled
     backbone.eval()

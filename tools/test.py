@@ -21,7 +21,6 @@ REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-import torch  # noqa: E402
 from mmengine.config import Config, ConfigDict, DictAction  # noqa: E402
 from mmengine.logging import print_log  # noqa: E402
 from mmengine.registry import RUNNERS  # noqa: E402
@@ -30,7 +29,7 @@ from mmengine.runner import Runner  # noqa: E402
 import mmhybrid  # noqa: E402,F401  (registers the project's models)
 from mmhybrid.utils import (DatasetNotFoundError, LauncherError,  # noqa: E402
                             allow_mmengine_checkpoints, check_dataset_paths,
-                            setup_distributed_without_cuda)
+                            finish_distributed, setup_distributed_without_cuda)
 
 
 def parse_args():
@@ -234,9 +233,7 @@ def main():
     else:
         runner = Runner.from_cfg(cfg)
     runner.test()
-    if torch.distributed.is_initialized():
-        # release it before exit: a live gloo group aborts the interpreter exit
-        torch.distributed.destroy_process_group()
+    finish_distributed()
 
 
 if __name__ == '__main__':

@@ -25,7 +25,7 @@ from mmengine.runner import Runner  # noqa: E402
 import mmhybrid  # noqa: E402,F401  (registers the project's models)
 from mmhybrid.utils import (DatasetNotFoundError, LauncherError,  # noqa: E402
                             allow_mmengine_checkpoints, check_dataset_paths,
-                            setup_distributed_without_cuda)
+                            finish_distributed, setup_distributed_without_cuda)
 
 
 def parse_args():
@@ -135,9 +135,7 @@ def main():
     else:
         runner = Runner.from_cfg(cfg)
     runner.train()
-    if torch.distributed.is_initialized():
-        # release it before exit: a live gloo group aborts the interpreter exit
-        torch.distributed.destroy_process_group()
+    finish_distributed()
 
 
 if __name__ == '__main__':

@@ -47,3 +47,15 @@ def setup_distributed_without_cuda(cfg, launcher: str) -> None:
         cfg.model_wrapper_cfg = dict(
             type='MMDistributedDataParallel', device_ids=None, broadcast_buffers=False,
             find_unused_parameters=cfg.get('find_unused_parameters', False))
+
+
+def finish_distributed() -> None:
+    """Wait for every rank, then release the process group before the interpreter exits.
+
+    A rank that tears down its gloo group while another is still sending makes the
+    C++ side abort ("terminate called without an active exception"), and a live
+    group at interpreter exit does the same; a barrier first avoids both.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
