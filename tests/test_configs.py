@@ -1,5 +1,5 @@
 """Every config in configs/ builds, trains one step and predicts on CPU, and
-carries the CrossFormer paper's recipe.
+carries its backbone family's recipe (table FAMILIES).
 
 The pretrained checkpoints named in the configs are not needed: the tests
 override ``model.backbone.init_cfg`` with None (random weights), except the
@@ -25,13 +25,44 @@ PAPER_CONFIGS = [
     'retinanet_crossformer_s_coco.py', 'retinanet_crossformer_b_coco.py',
     'mask_rcnn_crossformer_s_coco.py', 'mask_rcnn_crossformer_b_coco.py',
     'upernet_crossformer_s_ade20k.py', 'upernet_crossformer_b_ade20k.py',
-    'upernet_crossformer_l_ade20k.py'
+    'upernet_crossformer_l_ade20k.py',
+    # Conv2Former paper: Mask R-CNN 3x and UperNet with T
+    'mask_rcnn_conv2former_t_coco.py', 'upernet_conv2former_t_ade20k.py',
 ]
-SIZE_LETTER = {'tiny': 't', 'small': 's', 'base': 'b', 'large': 'l'}
-# Stochastic depth for dense tasks, official cheerss/CrossFormer
-# detection/ and segmentation/crossformer_factory.py: S 0.2, B 0.3, L 0.5.
-# T has no official dense config; 0.1 is this project's choice.
-DROP_PATH = {'tiny': 0.1, 'small': 0.2, 'base': 0.3, 'large': 0.5}
+SIZE_LETTER = {'nano': 'n', 'tiny': 't', 'small': 's', 'base': 'b',
+               'large': 'l'}
+# Per backbone family (the registered class name, lower case): the stem's
+# parameter prefix, stochastic depth per size, the dense optimizers, detection
+# schedules (epochs, steps) by task prefix, and the weight decay rule.
+FAMILIES = {
+    'crossformer': dict(
+        stem='patch_embed.',
+        # official cheerss/CrossFormer detection/ and
+        # segmentation/crossformer_factory.py: S 0.2, B 0.3, L 0.5. T has no
+        # official dense config; 0.1 is this project's choice.
+        drop_path={'tiny': 0.1, 'small': 0.2, 'base': 0.3, 'large': 0.5},
+        det_optimizer=dict(type='AdamW', lr=1e-4, weight_decay=1e-4),
+        seg_optimizer=dict(type='AdamW', lr=6e-5, betas=(0.9, 0.999),
+                           weight_decay=0.01),
+        det_schedule={'retinanet': (12, [8, 11]), 'mask_rcnn': (12, [8, 11])},
+        # segmentation: the block, stem and merging LayerNorms get no weight
+        # decay, every other parameter (position-bias MLP norms included) the
+        # full one; detection decays everything (the official detection
+        # recipe has no exemptions); heads keep their decay.
+        no_decay=lambda task, name, p, is_norm: task == 'mmseg' and is_norm),
+    'conv2former': dict(
+        stem='downsample_layers.0.',
+        # ConvNeXt-T's dense recipes (the Conv2Former paper follows ConvNeXt)
+        drop_path={'tiny': 0.4},
+        det_optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999),
+                           weight_decay=0.05),
+        seg_optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999),
+                           weight_decay=0.05),
+        det_schedule={'retinanet': (12, [8, 11]), 'mask_rcnn': (36, [27, 33])},
+        # ConvNeXt's rule, in backbone and heads: no decay on 1-D parameters
+        # (norms, biases, layer scales)
+        no_decay=lambda task, name, p, is_norm: p.dim() == 1),
+}
 NUM_GPUS = 8  # the paper's batch of 16 = 8 GPUs x 2 images
 
 # Small images whose sides are not multiples of 32: any-size input must work.
@@ -70,6 +101,11 @@ def build_backbone(cfg):
     return MODELS.build(cfg.model.backbone)
 
 
+def family_of(cfg):
+    """'crossformer', 'conv2former', ... from the backbone type."""
+    return cfg.model.backbone.type.split('.')[-1].lower()
+
+
 def arch_name(cfg):
     """Full arch name ('small', ...) from the config, aliases resolved."""
     arch = cfg.model.backbone.arch
@@ -99,11 +135,8 @@ def seg_batch(hw, num_classes, batch_size=1):
 
 
 def check_weight_decay(cfg, model, wrapper):
-    """The built optimizer follows the official recipes: segmentation gives the
-    block, stem and merging LayerNorms zero weight decay and every other
-    backbone parameter (position-bias MLP norms included) the full one;
-    detection decays everything (the official detection recipe has no
-    exemptions)."""
+    """The built optimizer gives each parameter the weight decay of its
+    family's recipe (FAMILIES[...]['no_decay'])."""
     base_wd = cfg.optim_wrapper.optimizer.weight_decay
     wd_of = {}
     for group in wrapper.optimizer.param_groups:
@@ -115,17 +148,22 @@ def check_weight_decay(cfg, model, wrapper):
         for p in m.parameters()
     }
     assert norm_params
-    segmentation = task_of(cfg) == 'mmseg'
+    task, no_decay = task_of(cfg), FAMILIES[family_of(cfg)]['no_decay']
     wrong = []
     for pname, p in model.backbone.named_parameters():
-        want = 0.0 if segmentation and id(p) in norm_params else base_wd
+        is_norm = id(p) in norm_params
+        want = 0.0 if no_decay(task, pname, p, is_norm) else base_wd
         if wd_of[id(p)] != pytest.approx(want):
             wrong.append((pname, wd_of[id(p)], want))
     assert not wrong, wrong[:10]
-    if segmentation:
-        # heads keep their decay (BN/convs in UPerHead, FCNHead)
-        head = dict(model.decode_head.named_parameters())
-        assert all(wd_of[id(p)] == base_wd for p in head.values())
+    if task == 'mmseg':
+        # heads (BN/convs in UPerHead, FCNHead): the family's rule, where no
+        # head parameter counts as a backbone norm
+        for pname, p in model.decode_head.named_parameters():
+            want = 0.0 if no_decay(task, pname, p, False) else base_wd
+            if wd_of[id(p)] != pytest.approx(want):
+                wrong.append((pname, wd_of[id(p)], want))
+        assert not wrong, wrong[:10]
 
 
 def test_config_set_is_complete():
@@ -157,7 +195,7 @@ def test_train_step_and_predict(name):
         # instead keeps the test fast and exercises the same path.
         cfg.model.data_preprocessor.size = SEG_TRAIN_HW
     model = build_model(cfg)
-    assert type(model.backbone).__name__ == 'CrossFormer'
+    assert type(model.backbone).__name__.lower() == family_of(cfg)
     assert type(model.backbone).__module__.startswith('mmhybrid.')
     # The optimizer as the runner builds it; its per-parameter weight decay
     # is what the recipe asks for.
@@ -174,10 +212,11 @@ def test_train_step_and_predict(name):
         train_batch = seg_batch(SEG_TRAIN_HW, num_classes, batch_size=2)
         test_batch = seg_batch(SEG_TEST_HW, num_classes)
 
+    stem_prefix = FAMILIES[family_of(cfg)]['stem']
     stem = dict(model.backbone.named_parameters())
     stem = {k: v.detach().clone() for k, v in stem.items()
-            if k.startswith('patch_embed.')}
-    assert stem, 'expected patch_embed.* parameters (official names)'
+            if k.startswith(stem_prefix)}
+    assert stem, f'expected {stem_prefix}* parameters (official names)'
 
     model.train()
     log_vars = model.train_step(train_batch, optim_wrapper)
@@ -220,7 +259,7 @@ def test_wiring_matches_backbone(name):
     channels = [o.shape[1] for o in outs]
     assert [tuple(o.shape[2:]) for o in outs] == [
         (math.ceil(h / s), math.ceil(w / s)) for s in (4, 8, 16, 32)]
-    # CrossFormer widths D, 2D, 4D, 8D, as the backbone itself declares
+    # widths D, 2D, 4D, 8D, as the backbone itself declares
     assert channels == [channels[0] * 2**i for i in range(4)]
     assert channels == backbone.out_channels
     if task_of(cfg) == 'mmdet':
@@ -237,33 +276,55 @@ def test_backbone_recipe(name):
     """Arch in the file name, the per-size stochastic depth, and the official
     ImageNet checkpoint of that size."""
     cfg = Config.fromfile(str(CONFIG_DIR / name))
-    arch = arch_name(cfg)
+    arch, family = arch_name(cfg), family_of(cfg)
     letter = SIZE_LETTER[arch]
-    assert f'_crossformer_{letter}_' in name
-    assert cfg.model.backbone.type == 'mmhybrid.CrossFormer'
+    assert f'_{family}_{letter}_' in name
+    assert family in FAMILIES
+    assert cfg.model.backbone.type.startswith('mmhybrid.')
     assert cfg.custom_imports.imports == ['mmhybrid']
-    assert cfg.model.backbone.drop_path_rate == DROP_PATH[arch]
+    drop_path = FAMILIES[family]['drop_path'][arch]
+    assert cfg.model.backbone.drop_path_rate == drop_path
     init_cfg = cfg.model.backbone.init_cfg
     assert init_cfg.type == 'Pretrained'
-    assert init_cfg.checkpoint == f'checkpoints/crossformer-{letter}.pth'
+    assert init_cfg.checkpoint == f'checkpoints/{family}-{letter}.pth'
+
+
+def train_scales(transforms):
+    """Every (w, h) scale of Resize/RandomChoiceResize, nested choices too."""
+    found = []
+    for t in transforms:
+        if isinstance(t, (list, tuple)):
+            found += train_scales(t)
+        elif t.type in ('Resize', 'RandomChoiceResize'):
+            found += ([tuple(t.scale)] if 'scale' in t else
+                      [tuple(s) for s in t.scales])
+        elif 'transforms' in t:
+            found += train_scales(t.transforms)
+    return found
 
 
 @pytest.mark.parametrize(
     'name', [n for n in CONFIGS if '_coco' in n])
 def test_detection_recipe(name):
-    """AdamW lr 1e-4, wd 1e-4, batch 16, 1x, 1333x800, pad 32."""
+    """The family's AdamW (CrossFormer: lr 1e-4, wd 1e-4), batch 16, its
+    schedule (CrossFormer: 1x), training sizes up to 1333x800, pad 32."""
     cfg = Config.fromfile(str(CONFIG_DIR / name))
+    family = FAMILIES[family_of(cfg)]
     opt = cfg.optim_wrapper.optimizer
-    assert (opt.type, opt.lr, opt.weight_decay) == ('AdamW', 1e-4, 1e-4)
-    assert set(opt) <= {'type', 'lr', 'weight_decay'}  # no SGD leftovers
+    # exactly these keys: no SGD leftovers
+    opt = {k: tuple(v) if isinstance(v, list) else v for k, v in opt.items()}
+    assert opt == family['det_optimizer']
     assert cfg.train_dataloader.batch_size * NUM_GPUS == 16
     assert cfg.auto_scale_lr.base_batch_size == 16
-    assert cfg.train_cfg.max_epochs == 12
+    detector = name.split('_' + family_of(cfg))[0]   # 'retinanet', 'mask_rcnn'
+    epochs, milestones = family['det_schedule'][detector]
+    assert cfg.train_cfg.max_epochs == epochs
     steps = [s for s in cfg.param_scheduler if s.type == 'MultiStepLR']
-    assert steps and steps[0].milestones == [8, 11]
-    resize = [t for t in cfg.train_dataloader.dataset.pipeline
-              if t.type == 'Resize']
-    assert resize[0].scale == (1333, 800)
+    assert steps and steps[0].milestones == milestones
+    assert steps[0].end == epochs
+    scales = train_scales(cfg.train_dataloader.dataset.pipeline)
+    assert max(scales, key=min) == (1333, 800)   # the largest training size
+    assert all(max(s) == 1333 for s in scales)
     assert cfg.model.data_preprocessor.pad_size_divisor == 32
     assert cfg.train_dataloader.dataset.data_root == 'data/coco/'
 
@@ -271,12 +332,12 @@ def test_detection_recipe(name):
 @pytest.mark.parametrize(
     'name', [n for n in CONFIGS if '_ade20k' in n])
 def test_segmentation_recipe(name):
-    """AdamW lr 6e-5, betas (0.9, 0.999), wd 0.01, warmup 1500 + poly(1.0)
-    to 0 at 160k, crop 512, batch 16, 150 classes."""
+    """The family's AdamW (CrossFormer: lr 6e-5, betas (0.9, 0.999), wd 0.01),
+    warmup 1500 + poly(1.0) to 0 at 160k, crop 512, batch 16, 150 classes."""
     cfg = Config.fromfile(str(CONFIG_DIR / name))
     opt = cfg.optim_wrapper.optimizer
-    assert (opt.type, opt.lr, tuple(opt.betas), opt.weight_decay) == (
-        'AdamW', 6e-5, (0.9, 0.999), 0.01)
+    opt = {k: tuple(v) if isinstance(v, list) else v for k, v in opt.items()}
+    assert opt == FAMILIES[family_of(cfg)]['seg_optimizer']
     warmup, poly = cfg.param_scheduler
     assert (warmup.type, warmup.begin, warmup.end) == ('LinearLR', 0, 1500)
     assert not warmup.by_epoch

@@ -17,6 +17,7 @@ from mmhybrid.registry import MODELS
 REFERENCE_DIR = Path(os.environ.get('MMHYBRID_REFERENCE_DIR', Path(__file__).parent / 'reference'))
 # fixture family -> registered backbone name
 BACKBONES = {
+    'conv2former': 'Conv2Former',
     'crossformer': 'CrossFormer',
 }
 TOLERANCE = 1e-4  # relative to each map's absmax

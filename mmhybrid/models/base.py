@@ -210,4 +210,16 @@ class HybridBackbone(BaseModule):
         """
         ckpt = load_checkpoint_file(filename)
         state = type(self).converter(ckpt) if type(self).converter else ckpt
-        load_state_dict_checked(self, state, source=filename)
+        load_state_dict_checked(self, self.adapt_pretrained(state, filename), source=filename)
+
+    def adapt_pretrained(self, state: dict, source: str) -> dict:
+        """Family hook between conversion and the strict load: validate or complete ``state``.
+
+        Args:
+            state: converted weights.
+            source: the file they came from, for messages.
+
+        Returns:
+            The state dict to load (by default ``state`` unchanged).
+        """
+        return state

@@ -6,7 +6,29 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn.bricks import DropPath
 
-__all__ = ['DropPath', 'Mlp', 'drop_path_rates', 'pad_bottom_right']
+__all__ = ['DropPath', 'LayerNorm2d', 'Mlp', 'drop_path_rates', 'pad_bottom_right']
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of an NCHW map (ConvNeXt's "channels_first" LayerNorm).
+
+    A subclass of ``nn.LayerNorm`` (same ``weight``/``bias`` names), so optimizer
+    rules for norms (mmengine ``norm_decay_mult``) apply to it. The map is viewed as
+    NHWC for the fused kernel; for a channels_last tensor that view is contiguous
+    and costs no copy, and the result keeps the channels_last layout.
+
+    Args:
+        num_channels (int): Channels C of the ``(B, C, H, W)`` input.
+        eps (float): Added to the variance. Default: 1e-6 (ConvNeXt and its
+            descendants; ``nn.LayerNorm`` itself defaults to 1e-5).
+    """
+
+    def __init__(self, num_channels: int, eps: float = 1e-6):
+        super().__init__(num_channels, eps=eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
 
 
 class Mlp(nn.Module):

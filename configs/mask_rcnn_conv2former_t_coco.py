@@ -1,0 +1,99 @@
+# Mask R-CNN + FPN with a Conv2Former-T backbone, COCO, 3x schedule with
+# multi-scale training. Conv2Former paper (TPAMI 2024): 48.0 box AP on COCO
+# val2017. Its dense code is not released; the paper follows ConvNeXt, so this
+# is ConvNeXt-T's Mask R-CNN 3x recipe (facebookresearch/ConvNeXt
+# object_detection/configs/convnext, drop path 0.4, AdamW lr 1e-4, wd 0.05).
+_base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
+
+custom_imports = dict(imports=['mmhybrid'], allow_failed_imports=False)
+
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='mmhybrid.Conv2Former',
+        arch='tiny',
+        drop_path_rate=0.4,
+        # a LayerNorm on every output, as ConvNeXt's dense backbone has (new
+        # layers: the ImageNet file has no weights for them)
+        out_norms=True,
+        # The official ImageNet-1k file. A file that also pickles timm's
+        # training arguments is refused by the safe loader: convert it once with
+        # tools/model_converters/convert.py conv2former FILE
+        # checkpoints/conv2former-t.pth --trust
+        init_cfg=dict(
+            type='Pretrained', checkpoint='checkpoints/conv2former-t.pth')),
+    # Conv2Former-T stage widths.
+    neck=dict(in_channels=[72, 144, 288, 576]))
+
+# Multi-scale training with DETR-style random crops, as ConvNeXt's 3x recipe.
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='RandomFlip', prob=0.5),
+    dict(
+        type='RandomChoice',
+        transforms=[
+            [
+                dict(
+                    type='RandomChoiceResize',
+                    scales=[(1333, 480), (1333, 512), (1333, 544),
+                            (1333, 576), (1333, 608), (1333, 640),
+                            (1333, 672), (1333, 704), (1333, 736),
+                            (1333, 768), (1333, 800)],
+                    keep_ratio=True)
+            ],
+            [
+                dict(
+                    type='RandomChoiceResize',
+                    scales=[(1333, 400), (1333, 500), (1333, 600)],
+                    keep_ratio=True),
+                dict(
+                    type='RandomCrop',
+                    crop_type='absolute_range',
+                    crop_size=(384, 600),
+                    allow_negative_crop=True),
+                dict(
+                    type='RandomChoiceResize',
+                    scales=[(1333, 480), (1333, 512), (1333, 544),
+                            (1333, 576), (1333, 608), (1333, 640),
+                            (1333, 672), (1333, 704), (1333, 736),
+                            (1333, 768), (1333, 800)],
+                    keep_ratio=True)
+            ]
+        ]),
+    dict(type='PackDetInputs')
+]
+train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
+
+# 3x: 36 epochs, steps at 27 and 33 (500-iter linear warmup from the base).
+max_epochs = 36
+train_cfg = dict(max_epochs=max_epochs)
+param_scheduler = [
+    dict(
+        type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=500),
+    dict(
+        type='MultiStepLR',
+        begin=0,
+        end=max_epochs,
+        by_epoch=True,
+        milestones=[27, 33],
+        gamma=0.1)
+]
+
+# AdamW lr 1e-4, wd 0.05 for 16 images per iteration (8 GPUs x 2). As in
+# ConvNeXt, norms, biases and layer scales get no weight decay. ConvNeXt also
+# decays the lr layer-wise (0.95); mmdet's LearningRateDecayOptimizerConstructor
+# only accepts backbones whose class name contains 'ConvNeXt', so it is not
+# used here. ConvNeXt trains in fp16: add --amp to tools/train.py on a GPU.
+optim_wrapper = dict(
+    optimizer=dict(
+        _delete_=True,
+        type='AdamW',
+        lr=1e-4,
+        betas=(0.9, 0.999),
+        weight_decay=0.05),
+    paramwise_cfg=dict(
+        norm_decay_mult=0.,
+        bias_decay_mult=0.,
+        custom_keys={'layer_scale': dict(decay_mult=0.)}))
+auto_scale_lr = dict(enable=False, base_batch_size=16)

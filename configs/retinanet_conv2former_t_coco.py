@@ -1,0 +1,40 @@
+# RetinaNet + FPN with a Conv2Former-T backbone, COCO, 1x schedule.
+# The Conv2Former paper reports no RetinaNet result (ConvNeXt neither): this
+# is the backbone's ConvNeXt-T dense recipe (drop path 0.4, AdamW lr 1e-4,
+# wd 0.05, no decay on norms, biases and layer scales) on mmdet's RetinaNet 1x.
+_base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
+
+custom_imports = dict(imports=['mmhybrid'], allow_failed_imports=False)
+
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='mmhybrid.Conv2Former',
+        arch='tiny',
+        drop_path_rate=0.4,
+        # a LayerNorm on every output, as ConvNeXt's dense backbone has (new
+        # layers: the ImageNet file has no weights for them)
+        out_norms=True,
+        # The official ImageNet-1k file. A file that also pickles timm's
+        # training arguments is refused by the safe loader: convert it once with
+        # tools/model_converters/convert.py conv2former FILE
+        # checkpoints/conv2former-t.pth --trust
+        init_cfg=dict(
+            type='Pretrained', checkpoint='checkpoints/conv2former-t.pth')),
+    # Conv2Former-T stage widths.
+    neck=dict(in_channels=[72, 144, 288, 576]))
+
+# AdamW lr 1e-4, wd 0.05 for 16 images per iteration (8 GPUs x 2);
+# 1x schedule (12 epochs, steps at 8 and 11, 500-iter warmup) from the base.
+optim_wrapper = dict(
+    optimizer=dict(
+        _delete_=True,
+        type='AdamW',
+        lr=1e-4,
+        betas=(0.9, 0.999),
+        weight_decay=0.05),
+    paramwise_cfg=dict(
+        norm_decay_mult=0.,
+        bias_decay_mult=0.,
+        custom_keys={'layer_scale': dict(decay_mult=0.)}))
+auto_scale_lr = dict(enable=False, base_batch_size=16)

@@ -1,0 +1,326 @@
+"""Conv2Former (Hou et al., TPAMI 2024) as a dense-prediction backbone.
+
+Reads top-down: stem, downsampling, convolutional modulation, MLP, block,
+backbone. Module and parameter names are the official ones
+(``downsample_layers.*``, ``stages.i.j.*``), so official checkpoints load after
+dropping the classification head.
+
+Differences from the official (classification) code that do not change its
+results where it runs:
+
+* any input size: an odd map is zero-padded at the bottom/right just before each
+  2x2 stride-2 convolution (the stem's last one and the downsampling layers), so
+  the outputs are ``ceil(H / stride)``; maps with even sides are not touched;
+* the LayerNorms are ``LayerNorm2d`` (the fused kernel on an NHWC view) instead of
+  the official mean/variance arithmetic; equal up to float rounding;
+* the whole network runs in channels_last memory layout (see ``Conv2Former``);
+* optional output norms (``out_norms``), off by default;
+* a checkpoint whose depthwise kernels have another size than ``kernel_size`` is
+  refused by naming both sizes.
+"""
+from typing import List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+from mmengine.logging import print_log
+from mmengine.model.weight_init import trunc_normal_
+
+from ..converters.common import CheckpointMismatchError
+from ..converters.conv2former import convert_conv2former
+from ..registry import MODELS
+from .base import HybridBackbone, resolve_arch
+from .layers import DropPath, LayerNorm2d, drop_path_rates, pad_bottom_right
+
+
+# --------------------------------------------------------------------------------------
+# Stem and downsampling
+# --------------------------------------------------------------------------------------
+class ConvStem(nn.Sequential):
+    """Stride-4 stem: conv3x3 s2 -> GELU -> BN -> conv3x3 -> GELU -> BN -> conv2x2 s2.
+
+    Official indices (0..6) are kept, so the weights are ``downsample_layers.0.{0,2,3,5,6}``.
+    The 3x3 stride-2 conv already gives ``ceil(H / 2)``; an odd map is padded
+    before the last conv.
+
+    Args:
+        in_channels (int): Image channels.
+        out_channels (int): Output width; the convs inside use half of it.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int):
+        mid = out_channels // 2
+        super().__init__(
+            nn.Conv2d(in_channels, mid, 3, stride=2, padding=1, bias=False), nn.GELU(), nn.BatchNorm2d(mid),
+            nn.Conv2d(mid, mid, 3, stride=1, padding=1, bias=False), nn.GELU(), nn.BatchNorm2d(mid),
+            nn.Conv2d(mid, out_channels, 2, stride=2, bias=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        *body, reduce = self
+        for layer in body:
+            x = layer(x)
+        return reduce(pad_bottom_right(x, 2, 2))
+
+
+class Downsample(nn.Sequential):
+    """Between stages: channels-first LayerNorm, then conv2x2 stride 2 (``downsample_layers.i.{0,1}``).
+
+    Odd maps are padded after the norm, so the padding is a zero input of the
+    convolution, as a convolution's own zero padding would be.
+
+    Args:
+        in_dims (int): Input width.
+        out_dims (int): Output width.
+    """
+
+    def __init__(self, in_dims: int, out_dims: int):
+        super().__init__(LayerNorm2d(in_dims), nn.Conv2d(in_dims, out_dims, 2, stride=2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self[1](pad_bottom_right(self[0](x), 2, 2))
+
+
+# --------------------------------------------------------------------------------------
+# Block
+# --------------------------------------------------------------------------------------
+class ConvModulation(nn.Module):
+    """Convolutional modulation: ``proj(att(x) * v(x))`` on the normalised input.
+
+    ``att`` is 1x1 conv -> GELU -> k x k depthwise conv: a large-kernel "attention"
+    map that modulates the value ``v`` by a Hadamard product.
+
+    Args:
+        dims (int): Width.
+        kernel_size (int): Depthwise kernel k (odd).
+    """
+
+    def __init__(self, dims: int, kernel_size: int):
+        super().__init__()
+        self.norm = LayerNorm2d(dims)
+        self.att = nn.Sequential(
+            nn.Conv2d(dims, dims, 1), nn.GELU(),
+            nn.Conv2d(dims, dims, kernel_size, padding=kernel_size // 2, groups=dims))
+        self.v = nn.Conv2d(dims, dims, 1)
+        self.proj = nn.Conv2d(dims, dims, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm(x)
+        return self.proj(self.att(x) * self.v(x))
+
+
+class ConvMlp(nn.Module):
+    """Pre-norm MLP of 1x1 convs with a depthwise 3x3 positional conv: ``y + GELU(pos(y))`` inside.
+
+    Args:
+        dims (int): Input and output width.
+        mlp_ratio (int): Hidden width / width.
+    """
+
+    def __init__(self, dims: int, mlp_ratio: int = 4):
+        super().__init__()
+        hidden = dims * mlp_ratio
+        self.norm = LayerNorm2d(dims)
+        self.fc1 = nn.Conv2d(dims, hidden, 1)
+        self.pos = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
+        self.fc2 = nn.Conv2d(hidden, dims, 1)
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.fc1(self.norm(x)))
+        return self.fc2(x + self.act(self.pos(x)))
+
+
+class Conv2FormerBlock(nn.Module):
+    """``x + ls1 * ConvMod(x)``, then ``x + ls2 * MLP(x)``, with per-channel layer scales.
+
+    Args:
+        dims (int): Width.
+        kernel_size (int): Depthwise kernel of the modulation.
+        mlp_ratio (int): MLP hidden width / width.
+        drop_path (float): Stochastic depth rate.
+        layer_scale_init (float): Initial layer scale. Default: 1e-6 (official).
+    """
+
+    def __init__(self, dims: int, kernel_size: int, mlp_ratio: int = 4, drop_path: float = 0.0,
+                 layer_scale_init: float = 1e-6):
+        super().__init__()
+        self.attn = ConvModulation(dims, kernel_size)
+        self.mlp = ConvMlp(dims, mlp_ratio)
+        self.layer_scale_1 = nn.Parameter(torch.full((dims, ), layer_scale_init))
+        self.layer_scale_2 = nn.Parameter(torch.full((dims, ), layer_scale_init))
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(self.layer_scale_1[:, None, None] * self.attn(x))
+        return x + self.drop_path(self.layer_scale_2[:, None, None] * self.mlp(x))
+
+
+# --------------------------------------------------------------------------------------
+# Kernel size of a checkpoint
+# --------------------------------------------------------------------------------------
+_KERNEL_KEY = 'attn.att.2.weight'
+
+
+def checkpoint_kernel_sizes(state, prefix: str = '') -> List[int]:
+    """The depthwise kernel sizes of the modulation branches in a converted state dict."""
+    return sorted({v.shape[-1] for k, v in state.items()
+                   if k.startswith(prefix + 'stages.') and k.endswith(_KERNEL_KEY) and v.dim() == 4})
+
+
+def _kernel_size_problem(model: 'Conv2Former', state, prefix: str = '',
+                         source: str = 'the checkpoint') -> str:
+    """A message naming both kernel sizes when ``state`` has other kernels than ``model``; '' if none."""
+    found = [k for k in checkpoint_kernel_sizes(state, prefix) if k != model.kernel_size]
+    if not found:
+        return ''
+    sizes = ', '.join(f'{k}x{k}' for k in found)
+    return (f'{source} has {sizes} depthwise kernels in its modulation branches (stages.*.*.{_KERNEL_KEY}), '
+            f'but this Conv2Former ({model.arch_name}) is built with kernel_size={model.kernel_size} '
+            f'({model.kernel_size}x{model.kernel_size}). Build the backbone with kernel_size={found[0]} '
+            'to load it (the official code builds N and the ImageNet-22k B model with 7, '
+            'the others with 11).')
+
+
+def _refuse_other_kernel_size(module, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs) -> None:
+    """load_state_dict pre-hook: the kernel-size message comes first in any loader's errors."""
+    problem = _kernel_size_problem(module, state_dict, prefix)
+    if problem:
+        error_msgs.append(problem)
+
+
+# --------------------------------------------------------------------------------------
+# Backbone
+# --------------------------------------------------------------------------------------
+@MODELS.register_module()
+class Conv2Former(HybridBackbone):
+    """Conv2Former backbone returning multi-scale NCHW maps (strides 4, 8, 16, 32).
+
+    The stage maps are the official ones: each stage's output before the next
+    downsampling layer. The network runs in channels_last memory layout: on CPU
+    the LayerNorms then need no copies and the MLP's depthwise 3x3 conv is many
+    times faster than in NCHW (Conv2Former-T at 256x256, one thread: 187 ms vs
+    236 ms); the returned maps are ordinary contiguous NCHW tensors.
+
+    Args:
+        arch (str | dict): 'nano', 'tiny', 'small', 'base', 'large' (or 'n', 't', 's',
+            'b', 'l'), or a dict with ``embed_dims`` (an int D for widths D*2^i, or one
+            width per stage) and ``depths``, optionally ``kernel_size`` (default 11)
+            and ``mlp_ratio`` (default 4).
+        kernel_size (int, optional): Depthwise kernel of the modulation, odd;
+            overrides the arch's (nano 7, the others 11).
+        in_channels (int): Image channels. Default: 3.
+        drop_path_rate (float): Stochastic depth, linear over all blocks. Default: 0.2.
+        out_norms (bool): Add a channels-first LayerNorm on every returned map, as
+            ConvNeXt's dense backbones do (named ``out_norms.i``, apart from the
+            official keys; new, not in the ImageNet files). Default: False, so the
+            default backbone is exactly the official network and every weight
+            comes from the official file; the dense configs switch them on.
+        out_indices (Sequence[int]): Stages to return. Default: (0, 1, 2, 3).
+        frozen_stages (int): -1 none, 0 the stem (with its BatchNorms), k the stem
+            and stages 0..k-1 (stage i >= 1 includes its downsampling layer).
+            Default: -1.
+        norm_eval (bool): Keep the stem's BatchNorms in eval mode while training.
+            Default: False.
+        with_cp (bool): Gradient checkpointing per block. Default: False.
+        pretrained (str, optional): Deprecated, use ``init_cfg``.
+        init_cfg (dict, optional): e.g. ``dict(type='Pretrained', checkpoint='conv2former-t.pth')``;
+            official (timm-style) and converted files both load.
+    """
+
+    family = 'Conv2Former'
+    converter = staticmethod(convert_conv2former)
+    arch_zoo = {
+        'nano': dict(embed_dims=(64, 128, 256, 512), depths=(2, 2, 8, 2), kernel_size=7),
+        'tiny': dict(embed_dims=(72, 144, 288, 576), depths=(3, 3, 12, 3), kernel_size=11),
+        'small': dict(embed_dims=(72, 144, 288, 576), depths=(4, 4, 32, 4), kernel_size=11),
+        'base': dict(embed_dims=(96, 192, 384, 768), depths=(4, 4, 34, 4), kernel_size=11),
+        'large': dict(embed_dims=(128, 256, 512, 1024), depths=(4, 4, 48, 4), kernel_size=11),
+    }
+    arch_aliases = {'n': 'nano', 't': 'tiny', 's': 'small', 'b': 'base', 'l': 'large'}
+
+    def __init__(self,
+                 arch: Union[str, dict] = 'tiny',
+                 kernel_size: Optional[int] = None,
+                 in_channels: int = 3,
+                 drop_path_rate: float = 0.2,
+                 out_norms: bool = False,
+                 out_indices: Sequence[int] = (0, 1, 2, 3),
+                 frozen_stages: int = -1,
+                 norm_eval: bool = False,
+                 with_cp: bool = False,
+                 pretrained: Optional[str] = None,
+                 init_cfg: Optional[dict] = None):
+        super().__init__(in_channels, out_indices, frozen_stages, norm_eval, with_cp, pretrained, init_cfg)
+        spec = resolve_arch(arch, self.arch_zoo, self.arch_aliases, ('embed_dims', 'depths'), self.family)
+        self.arch_name = arch if isinstance(arch, str) else 'custom'
+        depths = tuple(spec['depths'])
+        dims = spec['embed_dims']
+        dims = tuple(dims * 2**i for i in range(len(depths))) if isinstance(dims, int) else tuple(dims)
+        if len(dims) != len(depths):
+            raise ValueError(f'embed_dims {dims} and depths {depths} differ in length.')
+        self.kernel_size = kernel_size if kernel_size is not None else spec.get('kernel_size', 11)
+        if not isinstance(self.kernel_size, int) or self.kernel_size < 1 or self.kernel_size % 2 == 0:
+            raise ValueError(f'kernel_size must be a positive odd int, got {self.kernel_size!r}.')
+        mlp_ratio = spec.get('mlp_ratio', 4)
+
+        self.downsample_layers = nn.ModuleList([ConvStem(in_channels, dims[0])])
+        self.downsample_layers.extend(Downsample(dims[i], dims[i + 1]) for i in range(len(dims) - 1))
+        self.stages = nn.ModuleList(
+            nn.Sequential(*(Conv2FormerBlock(dims[i], self.kernel_size, mlp_ratio, rate) for rate in rates))
+            for i, rates in enumerate(drop_path_rates(drop_path_rate, depths)))
+        self._finish_init(dims, [4 * 2**i for i in range(len(dims))])
+        self.out_norms = (nn.ModuleDict({str(i): LayerNorm2d(dims[i]) for i in self.out_indices})
+                          if out_norms else None)
+        self.register_load_state_dict_pre_hook(_refuse_other_kernel_size)
+
+    def stem_modules(self) -> List[nn.Module]:
+        return [self.downsample_layers[0]]
+
+    def stage_modules(self) -> List[nn.Module]:
+        # stage i >= 1 starts with its downsampling layer (stage 0's is the stem)
+        return [self.stages[0]] + [nn.ModuleList([self.downsample_layers[i], self.stages[i]])
+                                   for i in range(1, len(self.stages))]
+
+    def _default_init(self) -> None:
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, (nn.LayerNorm, nn.BatchNorm2d)):
+                m.reset_parameters()
+            elif isinstance(m, Conv2FormerBlock):
+                nn.init.constant_(m.layer_scale_1, 1e-6)
+                nn.init.constant_(m.layer_scale_2, 1e-6)
+
+    def adapt_pretrained(self, state: dict, source: str) -> dict:
+        """Refuse other kernel sizes by name; with ``out_norms``, keep the new norms' initial values.
+
+        The output norms are not in ImageNet files: a file without them leaves them
+        at their initial values; a dense checkpoint that has them loads them.
+        """
+        problem = _kernel_size_problem(self, state, source=source)
+        if problem:
+            raise CheckpointMismatchError(problem)
+        if self.out_norms is not None:
+            new = {f'out_norms.{k}': v for k, v in self.out_norms.state_dict().items()
+                   if f'out_norms.{k}' not in state}
+            if new:
+                print_log(f'{source}: output norms {sorted({k.split(".")[1] for k in new})} are not in the '
+                          'checkpoint and keep their initial values.', logger='current')
+            state = {**state, **new}
+        return state
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """``(B, C, H, W)`` -> maps of ``ceil(H / s) x ceil(W / s)`` for the stages in ``out_indices``."""
+        self.check_input(x)
+        x = x.contiguous(memory_format=torch.channels_last)
+        outs = []
+        for i in range(len(self.stages)):
+            x = self.downsample_layers[i](x)
+            for block in self.stages[i]:
+                x = self.run_block(block, x)
+            if i in self.out_indices:
+                out = self.out_norms[str(i)](x) if self.out_norms is not None else x
+                outs.append(out.contiguous())
+        return tuple(outs)

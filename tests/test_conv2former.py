@@ -1,0 +1,280 @@
+"""Conv2Former behaviour beyond the parity fixtures: variants, sizes, checkpoints, options, state."""
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+from mmhybrid.converters import CheckpointMismatchError, convert_conv2former, load_state_dict_checked
+from mmhybrid.models import Conv2Former
+
+TINY = dict(embed_dims=(16, 32, 48, 64), depths=(1, 2, 1, 1), kernel_size=5)
+HEAD_KEYS = ('head.0.weight', 'head.0.bias', 'head.2.weight', 'head.2.bias', 'pred.weight', 'pred.bias')
+
+
+def official_head_params(last_dims: int, num_classes: int = 1000, head_dims: int = 1280) -> int:
+    """The official classifier: 1x1 conv to 1280 (bias), GELU, LayerNorm(1280), then Linear to the classes."""
+    return (last_dims * head_dims + head_dims) + 2 * head_dims + (head_dims * num_classes + num_classes)
+
+
+def official_state(model: Conv2Former, seed: int = 0) -> dict:
+    """What an official (timm-style) file holds: the backbone keys plus the classification head."""
+    gen = torch.Generator().manual_seed(seed)
+    state = {k: torch.randn(v.shape, generator=gen) if v.is_floating_point() else v
+             for k, v in model.state_dict().items() if not k.startswith('out_norms.')}
+    last = model.stage_channels[-1]
+    state.update({'head.0.weight': torch.randn(1280, last, 1, 1), 'head.0.bias': torch.zeros(1280),
+                  'head.2.weight': torch.ones(1280), 'head.2.bias': torch.zeros(1280),
+                  'pred.weight': torch.randn(1000, 1280), 'pred.bias': torch.zeros(1000)})
+    return state
+
+
+# --------------------------------------------------------------------------------------
+# Variants
+# --------------------------------------------------------------------------------------
+@pytest.mark.parametrize('arch,kernel,with_head,backbone', [
+    ('nano', 7, 15.0, 13.053), ('tiny', 11, 26.7, 24.675), ('small', 11, 50.0, 48.011),
+    ('base', 11, 90.0, 87.761), ('large', 11, 198.9, 196.298)])
+def test_parameter_counts_with_the_official_head_equal_the_published_ones(arch, kernel, with_head, backbone):
+    with torch.device('meta'):  # counts only; nothing allocated
+        model = Conv2Former(arch=arch)
+    params = sum(p.numel() for p in model.parameters())
+    assert model.kernel_size == kernel
+    assert round(params / 1e6, 3) == backbone
+    assert round((params + official_head_params(model.stage_channels[-1])) / 1e6, 1) == with_head
+
+
+def test_aliases_custom_dicts_and_kernel_size_override():
+    assert Conv2Former(arch='T').out_channels == [72, 144, 288, 576]
+    assert Conv2Former(arch=dict(embed_dims=16, depths=(1, 1, 1, 1))).out_channels == [16, 32, 64, 128]
+    assert Conv2Former(arch=dict(embed_dims=16, depths=(1, 1, 1, 1))).kernel_size == 11
+    model = Conv2Former(arch=TINY, kernel_size=7)
+    assert model.kernel_size == 7 and model.stages[0][0].attn.att[2].weight.shape[-2:] == (7, 7)
+    with pytest.raises(ValueError, match='positive odd'):
+        Conv2Former(arch=TINY, kernel_size=8)
+    with pytest.raises(ValueError, match='differ in length'):
+        Conv2Former(arch=dict(embed_dims=(16, 32), depths=(1, 1, 1)))
+    with pytest.raises(ValueError, match='Valid names: b, base'):
+        Conv2Former(arch='huge')
+
+
+# --------------------------------------------------------------------------------------
+# Input sizes, layout
+# --------------------------------------------------------------------------------------
+@pytest.mark.parametrize('hw', [(64, 64), (65, 97), (70, 90), (33, 250), (200, 41), (1, 3)])
+def test_any_input_size_gives_ceil_strides(hw):
+    model = Conv2Former(arch=TINY).eval()
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, *hw))
+    for out, stride, ch in zip(outs, (4, 8, 16, 32), (16, 32, 48, 64)):
+        assert out.shape == (1, ch, math.ceil(hw[0] / stride), math.ceil(hw[1] / stride))
+        assert out.is_contiguous() and torch.isfinite(out).all()
+
+
+def test_padding_only_adds_rows_and_columns_at_the_bottom_right():
+    """An odd map is padded at the bottom/right, so the top-left outputs only see
+    real pixels as far as the receptive field allows: the first row and column of
+    the stride-4 map do not change when rows/columns are added far away."""
+    model = Conv2Former(arch=TINY).eval()
+    x = torch.randn(1, 3, 66, 70)
+    with torch.no_grad():
+        small = model(x[..., :62, :66])[0]   # 62 -> 31 after the first conv: odd, padded
+        big = model(x)[0]
+    torch.testing.assert_close(small[..., :4, :4], big[..., :4, :4], rtol=1e-5, atol=1e-5)
+
+
+def test_batch_items_are_independent():
+    model = Conv2Former(arch=TINY).eval()
+    x = torch.randn(2, 3, 72, 104)
+    with torch.no_grad():
+        both, single = model(x), model(x[1:])
+    for a, b in zip(both, single):
+        torch.testing.assert_close(a[1:], b, rtol=1e-5, atol=1e-5)
+
+
+def test_out_indices_subset_returns_the_chosen_stages_in_stage_order():
+    model = Conv2Former(arch=TINY, out_indices=(-3, 0)).eval()
+    assert model.out_indices == (1, 0) and model.out_channels == [32, 16]
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, 64, 64))
+    assert [o.shape[1] for o in outs] == [16, 32]   # stage order
+
+
+# --------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------
+@pytest.mark.parametrize('wrap', ['raw', 'state_dict', 'model', 'state_dict_ema', 'detector'])
+def test_converter_reads_timm_classification_detection_and_raw_files(wrap):
+    model = Conv2Former(arch=TINY)
+    official = official_state(model)
+    ckpt = {
+        'raw': official,
+        'state_dict': {'state_dict': official, 'epoch': 300, 'version': 2},
+        'model': {'model': official},
+        # timm with --model-ema: the EMA copy is what was validated and published
+        'state_dict_ema': {'state_dict': official_state(model, seed=1), 'state_dict_ema': official},
+        'detector': {'state_dict': {**{f'backbone.{k}': v for k, v in official.items()},
+                                    'neck.lateral_convs.0.conv.weight': torch.randn(8, 16, 1, 1)}},
+    }[wrap]
+    converted = convert_conv2former(ckpt)
+    assert not any(k.startswith(('head.', 'pred.')) for k in converted)
+    load_state_dict_checked(model, converted)
+    key = 'stages.1.1.attn.att.2.weight'
+    assert torch.equal(model.state_dict()[key], official[key])
+
+
+def test_converter_renames_the_old_modulation_branch_and_is_idempotent():
+    model = Conv2Former(arch=TINY)
+    current = official_state(model)
+    old = {k.replace('.attn.att.', '.attn.a.'): v for k, v in current.items()}
+    assert any('.attn.a.0.' in k for k in old)
+    converted = convert_conv2former({'state_dict': old})
+    assert converted.keys() == convert_conv2former(current).keys() == model.state_dict().keys()
+    again = convert_conv2former(converted)
+    assert again.keys() == converted.keys() and all(again[k] is v for k, v in converted.items())
+    assert set(HEAD_KEYS) <= set(current) and not set(HEAD_KEYS) & set(converted)
+
+
+def test_init_cfg_loads_an_official_file_and_prefers_its_ema_weights(tmp_path):
+    source = Conv2Former(arch=TINY)
+    ema, raw = official_state(source, seed=1), official_state(source, seed=2)
+    path = tmp_path / 'conv2former_official.pth.tar'
+    torch.save({'epoch': 299, 'state_dict': raw, 'state_dict_ema': ema, 'version': 2}, path)
+    model = Conv2Former(arch=TINY, init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    model.init_weights()
+    key = 'downsample_layers.0.2.running_var'
+    assert torch.equal(model.state_dict()[key], ema[key])
+    assert torch.equal(model.stages[3][0].layer_scale_2, ema['stages.3.0.layer_scale_2'])
+
+
+def test_checkpoint_with_other_kernel_size_is_refused_naming_both_sizes(tmp_path):
+    seven = official_state(Conv2Former(arch=TINY, kernel_size=7))
+    path = tmp_path / 'k7.pth'
+    torch.save({'state_dict': seven}, path)
+    eleven = Conv2Former(arch=TINY, kernel_size=11, init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    message = r'7x7 depthwise kernels.*built with kernel_size=11.*Build the backbone with kernel_size=7'
+    with pytest.raises(CheckpointMismatchError, match=message):
+        eleven.init_weights()
+    # any other loader (mmengine load_checkpoint, plain load_state_dict) names the sizes first too
+    with pytest.raises(RuntimeError, match=r'has 7x7 depthwise kernels.*built with kernel_size=11'):
+        eleven.load_state_dict(convert_conv2former(seven))
+    right = Conv2Former(arch=TINY, kernel_size=7, init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    right.init_weights()
+    assert torch.equal(right.stages[2][0].attn.att[2].weight, seven['stages.2.0.attn.att.2.weight'])
+
+
+def test_checkpoint_of_another_depth_is_refused_by_the_strict_loader():
+    deeper = Conv2Former(arch=dict(TINY, depths=(1, 2, 2, 1)))
+    with pytest.raises(CheckpointMismatchError, match=r'not in model: stages\.2\.1\.'):
+        load_state_dict_checked(Conv2Former(arch=TINY), convert_conv2former(official_state(deeper)))
+
+
+# --------------------------------------------------------------------------------------
+# Output norms
+# --------------------------------------------------------------------------------------
+def test_out_norms_off_keeps_exactly_the_official_keys_and_on_normalises_each_output():
+    x = torch.randn(1, 3, 64, 96)
+    plain = Conv2Former(arch=TINY).eval()
+    normed = Conv2Former(arch=TINY, out_norms=True, out_indices=(1, 3)).eval()
+    assert plain.out_norms is None
+    assert set(plain.state_dict()) == set(convert_conv2former(official_state(plain)))
+    assert sorted(k for k in normed.state_dict() if k.startswith('out_norms')) == [
+        'out_norms.1.bias', 'out_norms.1.weight', 'out_norms.3.bias', 'out_norms.3.weight']
+    normed.load_state_dict(plain.state_dict(), strict=False)
+    with torch.no_grad():
+        raw, outs = plain(x), normed(x)
+    for out, ref in zip(outs, (raw[1], raw[3])):
+        expect = nn.functional.layer_norm(ref.permute(0, 2, 3, 1), ref.shape[1:2], eps=1e-6)
+        torch.testing.assert_close(out, expect.permute(0, 3, 1, 2), rtol=1e-5, atol=1e-5)
+
+
+def test_out_norms_are_new_layers_when_loading_an_imagenet_file(tmp_path):
+    source = Conv2Former(arch=TINY)
+    path = tmp_path / 'official.pth'
+    torch.save({'state_dict': official_state(source)}, path)
+    model = Conv2Former(arch=TINY, out_norms=True, init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    model.init_weights()
+    assert torch.equal(model.out_norms['2'].weight, torch.ones(48))
+    official = torch.load(path)['state_dict']
+    assert torch.equal(model.stages[0][0].attn.v.weight, official['stages.0.0.attn.v.weight'])
+
+
+# --------------------------------------------------------------------------------------
+# Training state: frozen stages, norm_eval (BatchNorm in the stem), with_cp
+# --------------------------------------------------------------------------------------
+@pytest.mark.parametrize('frozen', [-1, 0, 1, 2, 4])
+def test_frozen_stages_freeze_the_stem_with_its_batchnorm_then_whole_stages(frozen):
+    model = Conv2Former(arch=TINY, frozen_stages=frozen, out_norms=True).train()
+    stem_bn = model.downsample_layers[0][2]
+    parts = [[model.downsample_layers[0]], [model.stages[0]]] + [
+        [model.downsample_layers[i], model.stages[i]] for i in range(1, 4)]
+    for k, modules in enumerate(parts):
+        frozen_part = k <= frozen
+        for m in modules:
+            assert all(p.requires_grad != frozen_part for p in m.parameters())
+            assert all(sub.training != frozen_part for sub in m.modules())
+    assert all(p.requires_grad for p in model.out_norms.parameters())  # new layers always train
+    before = stem_bn.running_mean.clone()
+    model(torch.randn(2, 3, 32, 32))
+    assert torch.equal(stem_bn.running_mean, before) is (frozen >= 0)
+
+
+def test_norm_eval_keeps_the_stem_batchnorm_statistics_but_trains_the_rest():
+    model = Conv2Former(arch=dict(TINY, depths=(2, 1, 1, 1)), norm_eval=True, drop_path_rate=0.5).train()
+    bns = [model.downsample_layers[0][2], model.downsample_layers[0][5]]
+    before = [bn.running_var.clone() for bn in bns]
+    model(torch.randn(2, 3, 32, 32))
+    assert not any(bn.training for bn in bns)
+    assert all(torch.equal(bn.running_var, b) for bn, b in zip(bns, before))
+    assert model.stages[0][1].drop_path.training and all(p.requires_grad for p in model.parameters())
+
+
+def test_with_cp_gives_the_same_outputs_and_gradients():
+    x = torch.randn(2, 3, 48, 80)
+    plain = Conv2Former(arch=TINY, drop_path_rate=0.0)
+    with torch.no_grad():   # layer scales of 1e-6 would hide the blocks from the comparison
+        for name, p in plain.named_parameters():
+            if 'layer_scale' in name:
+                p.fill_(0.5)
+    cp = Conv2Former(arch=TINY, drop_path_rate=0.0, with_cp=True)
+    cp.load_state_dict(plain.state_dict())
+    grads, outs = [], []
+    for model in (plain, cp):
+        model.train()
+        out = model(x)
+        sum(o.square().mean() for o in out).backward()
+        outs.append([o.detach() for o in out])
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    for a, b in zip(*outs):
+        torch.testing.assert_close(a, b)
+    for name in ('downsample_layers.0.0.weight', 'stages.1.1.attn.att.2.weight', 'stages.3.0.layer_scale_2'):
+        torch.testing.assert_close(grads[0][name], grads[1][name])
+
+
+def test_training_step_reaches_every_parameter():
+    model = Conv2Former(arch=TINY, out_norms=True).train()
+    sum(o.mean() for o in model(torch.randn(2, 3, 64, 96))).backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_drop_path_rises_linearly_over_all_blocks():
+    model = Conv2Former(arch='tiny', drop_path_rate=0.3)
+    rates = [getattr(b.drop_path, 'drop_prob', 0.0) for stage in model.stages for b in stage]
+    assert rates == pytest.approx([0.3 * i / 20 for i in range(21)])
+
+
+def test_default_init_uses_official_layer_scales_and_std_002_convs():
+    model = Conv2Former(arch=TINY)
+    model.init_weights()
+    block = model.stages[1][0]
+    assert torch.equal(block.layer_scale_1, torch.full((32, ), 1e-6))
+    # timm's trunc_normal_(std=.02) cuts at +-2 absolute: in effect a plain normal of std 0.02
+    assert block.mlp.fc1.weight.std().item() == pytest.approx(0.02, rel=0.15)
+    assert torch.equal(block.mlp.fc1.bias, torch.zeros(128))
+
+
+def test_bfloat16_autocast_forward_runs():
+    model = Conv2Former(arch=TINY).eval()
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        outs = model(torch.randn(1, 3, 72, 100))
+    assert all(torch.isfinite(o.float()).all() for o in outs)
