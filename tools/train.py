@@ -12,7 +12,10 @@ import argparse
 import os
 import os.path as osp
 import sys
+import warnings
 
+# setuptools < 82 is pinned for mmcv/mmengine, which import pkg_resources and warn on every start
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)

@@ -12,6 +12,25 @@ class LauncherError(RuntimeError):
     """A launcher that cannot work on this machine."""
 
 
+def replace_sync_bn(cfg_node) -> int:
+    """Turn every ``SyncBN`` norm config under ``cfg_node`` into ``BN``, in place.
+
+    SyncBatchNorm needs CUDA tensors; on a CPU (gloo) run each process keeps its own
+    batch statistics instead. Returns how many were replaced.
+    """
+    count = 0
+    if isinstance(cfg_node, dict):
+        if cfg_node.get('type') == 'SyncBN':
+            cfg_node['type'] = 'BN'
+            count += 1
+        for value in cfg_node.values():
+            count += replace_sync_bn(value)
+    elif isinstance(cfg_node, (list, tuple)):
+        for value in cfg_node:
+            count += replace_sync_bn(value)
+    return count
+
+
 def setup_distributed_without_cuda(cfg, launcher: str) -> None:
     """Make a distributed run work on a machine without CUDA.
 
@@ -19,8 +38,9 @@ def setup_distributed_without_cuda(cfg, launcher: str) -> None:
     ``init_dist`` and DDP wrapping assume one GPU per process. Without CUDA this
     switches ``cfg.env_cfg.dist_cfg.backend`` to ``gloo``, starts the process
     group itself (the Runner then skips ``init_dist``, which would call
-    ``torch.cuda.set_device``) and wraps the model in DDP without ``device_ids``.
-    With CUDA, or without a launcher, it does nothing.
+    ``torch.cuda.set_device``), wraps the model in DDP without ``device_ids`` and
+    replaces SyncBN (CUDA only) with BN. With CUDA, or without a launcher, it does
+    nothing.
 
     Args:
         cfg (mmengine.Config): The config; changed in place.
@@ -40,6 +60,9 @@ def setup_distributed_without_cuda(cfg, launcher: str) -> None:
             print_log(f'CUDA is not available: distributed backend {dist_cfg.get("backend")!r} '
                       "replaced by 'gloo'", logger='current', level=logging.WARNING)
         dist_cfg.backend = 'gloo'
+    if replace_sync_bn(cfg.model) and os.environ.get('RANK', '0') == '0':
+        print_log('CUDA is not available: SyncBN replaced by BN (per-process statistics)',
+                  logger='current', level=logging.WARNING)
     timeout = dist_cfg.get('timeout')
     torch.distributed.init_process_group(
         backend='gloo', timeout=None if timeout is None else datetime.timedelta(seconds=timeout))
