@@ -34,6 +34,9 @@ SIZE_LETTER = {'nano': 'n', 'tiny': 't', 'small': 's', 'base': 'b',
 # Per backbone family (the registered class name, lower case): the stem's
 # parameter prefix, stochastic depth per size, the dense optimizers, detection
 # schedules (epochs, steps) by task prefix, and the weight decay rule.
+# Optional: 'widths' (returned channels -> the widths the family expects,
+# default D, 2D, 4D, 8D) and 'letters' (arch -> file-name letter, default
+# SIZE_LETTER).
 FAMILIES = {
     'crossformer': dict(
         stem='patch_embed.',
@@ -144,7 +147,8 @@ def check_weight_decay(cfg, model, wrapper):
             wd_of[id(p)] = group['weight_decay']
     norm_params = {
         id(p) for n, m in model.backbone.named_modules()
-        if isinstance(m, nn.LayerNorm) and '.attn.pos.' not in n
+        if isinstance(m, (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm))
+        and '.attn.pos.' not in n
         for p in m.parameters()
     }
     assert norm_params
@@ -259,8 +263,10 @@ def test_wiring_matches_backbone(name):
     channels = [o.shape[1] for o in outs]
     assert [tuple(o.shape[2:]) for o in outs] == [
         (math.ceil(h / s), math.ceil(w / s)) for s in (4, 8, 16, 32)]
-    # widths D, 2D, 4D, 8D, as the backbone itself declares
-    assert channels == [channels[0] * 2**i for i in range(4)]
+    # the widths the family declares for this arch (default D, 2D, 4D, 8D),
+    # and what the backbone itself reports
+    widths = FAMILIES[family_of(cfg)].get('widths', lambda c: [c[0] * 2**i for i in range(4)])
+    assert channels == widths(channels)
     assert channels == backbone.out_channels
     if task_of(cfg) == 'mmdet':
         assert list(cfg.model.neck.in_channels) == channels
@@ -277,7 +283,7 @@ def test_backbone_recipe(name):
     ImageNet checkpoint of that size."""
     cfg = Config.fromfile(str(CONFIG_DIR / name))
     arch, family = arch_name(cfg), family_of(cfg)
-    letter = SIZE_LETTER[arch]
+    letter = FAMILIES[family].get('letters', SIZE_LETTER)[arch]
     assert f'_{family}_{letter}_' in name
     assert family in FAMILIES
     assert cfg.model.backbone.type.startswith('mmhybrid.')
