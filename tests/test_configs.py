@@ -170,6 +170,27 @@ def check_weight_decay(cfg, model, wrapper):
         assert not wrong, wrong[:10]
 
 
+def check_lr_decay(cfg, model, wrapper):
+    """With mmhybrid's layer-decay constructor, the stem learns at
+    lr * decay_rate ** (num_layers + 1), the heads at lr, and the rate never
+    falls from the stem towards the heads; without it, every group has lr."""
+    lr_of = {id(p): g['lr'] for g in wrapper.optimizer.param_groups for p in g['params']}
+    base_lr = cfg.optim_wrapper.optimizer.lr
+    stem = FAMILIES[family_of(cfg)]['stem']
+    named = list(model.backbone.named_parameters())
+    heads = [p for n, p in model.named_parameters() if not n.startswith('backbone.')]
+    if cfg.optim_wrapper.get('constructor') != 'mmhybrid.LayerDecayOptimizerConstructor':
+        assert all(lr == pytest.approx(base_lr) for lr in lr_of.values())
+        return
+    pw = cfg.optim_wrapper.paramwise_cfg
+    for n, p in named:
+        if n.startswith(stem):
+            assert lr_of[id(p)] == pytest.approx(base_lr * pw.decay_rate ** (pw.num_layers + 1)), n
+    assert all(lr_of[id(p)] == pytest.approx(base_lr) for p in heads)
+    stage_lrs = [lr_of[id(p)] for n, p in named if n.startswith('stages.')]
+    assert stage_lrs == sorted(stage_lrs), 'lr must not fall from the input towards the output'
+
+
 def test_config_set_is_complete():
     """Each backbone/task pair the paper reports has its config."""
     missing = [n for n in PAPER_CONFIGS if n not in CONFIGS]
@@ -205,6 +226,7 @@ def test_train_step_and_predict(name):
     # is what the recipe asks for.
     optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
     check_weight_decay(cfg, model, optim_wrapper)
+    check_lr_decay(cfg, model, optim_wrapper)
 
     if task == 'mmdet':
         with_mask = 'mask_rcnn' in name

@@ -212,6 +212,21 @@ class HybridBackbone(BaseModule):
         state = type(self).converter(ckpt) if type(self).converter else ckpt
         load_state_dict_checked(self, self.adapt_pretrained(state, filename), source=filename)
 
+    def layer_decay_id(self, name: str, num_layers: int, decay_type: str = 'layer_wise') -> int:
+        """Layer id of a backbone parameter for layer-wise learning-rate decay.
+
+        Used by ``mmhybrid.LayerDecayOptimizerConstructor``: 0 is the stem,
+        ``num_layers`` the deepest backbone layer (heads get ``num_layers + 1``).
+
+        Args:
+            name: parameter name inside the backbone (no ``backbone.`` prefix).
+            num_layers: number of layer ids above the stem.
+            decay_type: 'layer_wise' or 'stage_wise'.
+        """
+        raise NotImplementedError(
+            f'{type(self).__name__} has no layer-wise learning-rate decay rule; use the default '
+            'optimizer constructor (drop constructor=mmhybrid.LayerDecayOptimizerConstructor).')
+
     def adapt_pretrained(self, state: dict, source: str) -> dict:
         """Family hook between conversion and the strict load: validate or complete ``state``.
 

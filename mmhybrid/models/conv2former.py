@@ -293,6 +293,43 @@ class Conv2Former(HybridBackbone):
                 nn.init.constant_(m.layer_scale_1, 1e-6)
                 nn.init.constant_(m.layer_scale_2, 1e-6)
 
+    def layer_decay_id(self, name: str, num_layers: int, decay_type: str = 'layer_wise') -> int:
+        """ConvNeXt's layer ids for learning-rate decay (its dense recipes, which Conv2Former follows).
+
+        'stage_wise' (ConvNeXt's UperNet): every downsampling layer and the stem
+        0, stage i's blocks i + 1.
+        'layer_wise' (ConvNeXt's detectors): stem 0, stage 0 1, stage 1 and its
+        downsampling 2, stage 2's downsampling 3 and its blocks spread evenly
+        over ids 3..num_layers-1 (ConvNeXt's ``3 + j // 3`` is this spread for
+        its 9 and 27 blocks with num_layers 6 and 12), stage 3 and its
+        downsampling ``num_layers``. The output norms are new layers, not in the
+        ImageNet weights: they learn at the heads' rate (id ``num_layers + 1``),
+        as ConvNeXt's ``norm0..3``.
+
+        Args:
+            name: parameter name inside the backbone.
+            num_layers: number of layer ids above the stem (ConvNeXt-T: 6).
+            decay_type: 'layer_wise' or 'stage_wise'.
+        """
+        parts = name.split('.')
+        if len(self.stages) != 4 or num_layers < 4:
+            raise ValueError(f'Conv2Former layer-wise lr decay needs 4 stages and num_layers >= 4, '
+                             f'got {len(self.stages)} stages and num_layers={num_layers}.')
+        if parts[0] == 'out_norms':
+            return num_layers + 1
+        if parts[0] in ('downsample_layers', 'stages'):
+            kind, stage = parts[0], int(parts[1])
+            block = int(parts[2]) if kind == 'stages' else None
+        else:
+            raise ValueError(f'No layer id for Conv2Former parameter {name!r}.')
+        if decay_type == 'stage_wise':
+            return 0 if kind == 'downsample_layers' else stage + 1
+        if kind == 'downsample_layers':
+            return (0, 2, 3, num_layers)[stage]
+        if stage == 2 and block is not None:
+            return 3 + block * (num_layers - 3) // len(self.stages[2])
+        return (1, 2, num_layers - 1, num_layers)[stage]
+
     def adapt_pretrained(self, state: dict, source: str) -> dict:
         """Refuse other kernel sizes by name; with ``out_norms``, keep the new norms' initial values.
 
