@@ -17,8 +17,11 @@ from mmhybrid.registry import MODELS
 REFERENCE_DIR = Path(os.environ.get('MMHYBRID_REFERENCE_DIR', Path(__file__).parent / 'reference'))
 # fixture family -> registered backbone name
 BACKBONES = {
+    'cloformer': 'CloFormer',
+    'conformer': 'Conformer',
     'conv2former': 'Conv2Former',
     'crossformer': 'CrossFormer',
+    'cvt': 'CvT',
 }
 TOLERANCE = 1e-4  # relative to each map's absmax
 

@@ -1,5 +1,8 @@
 """Backbones. Importing this module registers every family in ``mmhybrid.registry.MODELS``."""
+from .cloformer import CloFormer
+from .conformer import Conformer
 from .conv2former import Conv2Former
 from .crossformer import CrossFormer
+from .cvt import CvT
 
-__all__ = ['Conv2Former', 'CrossFormer']
+__all__ = ['CloFormer', 'Conformer', 'Conv2Former', 'CrossFormer', 'CvT']
