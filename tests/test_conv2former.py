@@ -278,3 +278,40 @@ def test_bfloat16_autocast_forward_runs():
     with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
         outs = model(torch.randn(1, 3, 72, 100))
     assert all(torch.isfinite(o.float()).all() for o in outs)
+
+
+def _with_layer_scales(model, low=0.1, high=1.0):
+    """Official layer scales start at 1e-6, which would hide the blocks from a comparison."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if 'layer_scale' in name:
+                p.uniform_(low, high)
+    return model
+
+
+def test_fused_inference_path_equals_the_autograd_path():
+    torch.manual_seed(0)
+    model = _with_layer_scales(Conv2Former(arch=TINY, kernel_size=5)).eval()
+    x = torch.randn(2, 3, 75, 61)
+    with torch.no_grad():
+        fused = model(x)
+    plain = model(x)   # autograd records: the unfused path
+    assert plain[0].requires_grad and not fused[0].requires_grad
+    for a, b in zip(fused, plain):
+        assert a.is_contiguous()
+        assert (a - b).abs().max() <= 1e-5 * b.abs().max()
+
+
+def test_fused_path_is_not_taken_in_training_or_under_autocast(monkeypatch):
+    import mmhybrid.models.conv2former as c2f
+    calls = []
+    monkeypatch.setattr(c2f.Conv2FormerBlock, 'forward_fused', lambda self, x: calls.append(1) or x)
+    model = Conv2Former(arch=TINY)
+    with torch.no_grad():
+        model.train()(torch.randn(1, 3, 32, 32))               # train mode: drop path must apply
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            model.eval()(torch.randn(1, 3, 32, 32))             # autocast picks the dtypes
+    assert not calls
+    with torch.no_grad():
+        model.eval()(torch.randn(1, 3, 32, 32))
+    assert len(calls) == sum(len(s) for s in model.stages)

@@ -14,6 +14,10 @@ results where it runs:
 * the LayerNorms are ``LayerNorm2d`` (the fused kernel on an NHWC view) instead of
   the official mean/variance arithmetic; equal up to float rounding;
 * the whole network runs in channels_last memory layout (see ``Conv2Former``);
+* inference (eval mode, no autograd, fp32 on CPU) runs each block through oneDNN
+  convolutions with fused epilogues (1x1 conv + GELU, depthwise conv * value,
+  1x1 conv with the layer scale folded into its weights + residual): fewer passes
+  over memory, same results up to float rounding (see ``Conv2FormerBlock``);
 * optional output norms (``out_norms``), off by default;
 * a checkpoint whose depthwise kernels have another size than ``kernel_size`` is
   refused by naming both sizes.
@@ -126,11 +130,43 @@ class ConvMlp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(self.fc1(self.norm(x)))
-        return self.fc2(x + self.act(self.pos(x)))
+        # in place on GELU's output, which autograd does not keep (GELU saves its input)
+        return self.fc2(self.act(self.pos(x)).add_(x))
+
+
+_MKLDNN_CONV = getattr(torch.ops.mkldnn, '_convolution_pointwise', None)
+
+
+def _fused_inference_available(x: torch.Tensor) -> bool:
+    """Whether the oneDNN fused-epilogue path can run for ``x`` (no autograd, fp32 CPU, no autocast)."""
+    return (_MKLDNN_CONV is not None and not torch.is_grad_enabled() and x.device.type == 'cpu'
+            and x.dtype == torch.float32 and not torch.is_autocast_enabled('cpu')
+            and torch.backends.mkldnn.is_available())
+
+
+def _conv_unary(x: torch.Tensor, conv: nn.Conv2d, act: str = 'none', weight=None, bias=None) -> torch.Tensor:
+    """``act(conv(x))`` as one oneDNN convolution ('none' or 'gelu' = exact erf GELU)."""
+    return _MKLDNN_CONV(x, conv.weight if weight is None else weight, conv.bias if bias is None else bias,
+                        conv.padding, conv.stride, conv.dilation, conv.groups, act, [],
+                        'none' if act == 'gelu' else '')
+
+
+def _conv_binary(x: torch.Tensor, other: torch.Tensor, conv: nn.Conv2d, op: str, weight=None,
+                 bias=None) -> torch.Tensor:
+    """``conv(x) <op> other`` ('add' or 'mul') as one oneDNN convolution."""
+    return _MKLDNN_CONV.binary(x, other, conv.weight if weight is None else weight,
+                               conv.bias if bias is None else bias, conv.padding, conv.stride,
+                               conv.dilation, conv.groups, op, None, None, [], None)
 
 
 class Conv2FormerBlock(nn.Module):
     """``x + ls1 * ConvMod(x)``, then ``x + ls2 * MLP(x)``, with per-channel layer scales.
+
+    In training (or whenever autograd records) the block runs as written, the
+    layer-scaled residuals as one ``addcmul`` each. For inference on CPU
+    (``forward`` under ``torch.no_grad``/``inference_mode`` in eval mode, fp32)
+    it runs :meth:`forward_fused`: the same arithmetic with the elementwise
+    steps fused into the oneDNN convolutions that produce their inputs.
 
     Args:
         dims (int): Width.
@@ -150,8 +186,34 @@ class Conv2FormerBlock(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training and _fused_inference_available(x):
+            return self.forward_fused(x)
+        if isinstance(self.drop_path, nn.Identity) or not self.training:
+            x = torch.addcmul(x, self.layer_scale_1[:, None, None], self.attn(x))
+            return torch.addcmul(x, self.layer_scale_2[:, None, None], self.mlp(x))
         x = x + self.drop_path(self.layer_scale_1[:, None, None] * self.attn(x))
         return x + self.drop_path(self.layer_scale_2[:, None, None] * self.mlp(x))
+
+    def forward_fused(self, x: torch.Tensor) -> torch.Tensor:
+        """Inference forward with oneDNN fused epilogues (no autograd; eval semantics).
+
+        Five passes over memory fewer per block than :meth:`forward`: GELU runs
+        inside the 1x1 convs that feed it, the modulation product inside the
+        depthwise conv, and each layer-scaled residual inside the last 1x1 conv
+        (the per-channel scale folded into its weights and bias).
+        """
+        x = x.contiguous(memory_format=torch.channels_last)
+        attn, mlp = self.attn, self.mlp
+        y = attn.norm(x)
+        value = _conv_unary(y, attn.v)
+        att = _conv_unary(y, attn.att[0], 'gelu')
+        y = _conv_binary(att, value, attn.att[2], 'mul')
+        ls = self.layer_scale_1
+        x = _conv_binary(y, x, attn.proj, 'add', attn.proj.weight * ls[:, None, None, None], attn.proj.bias * ls)
+        y = _conv_unary(mlp.norm(x), mlp.fc1, 'gelu')
+        y = _conv_unary(y, mlp.pos, 'gelu').add_(y)
+        ls = self.layer_scale_2
+        return _conv_binary(y, x, mlp.fc2, 'add', mlp.fc2.weight * ls[:, None, None, None], mlp.fc2.bias * ls)
 
 
 # --------------------------------------------------------------------------------------
