@@ -32,6 +32,7 @@ setup(
     extras_require={
         'det': ['mmdet>=3.1,<3.4'],
         'seg': ['mmsegmentation>=1.1,<1.3', 'ftfy', 'regex'],
+        'timm': ['timm>=1.0'],  # mmhybrid.timm_models (also needs a torchvision matching torch)
         'tests': read_requirements('tests.txt'),
     },
     license='Apache License 2.0',

@@ -1,0 +1,524 @@
+"""timm interop: every mmhybrid backbone as a timm model.
+
+``import mmhybrid.timm_models`` registers the families' variants in timm's model
+registry (``crossformer_s``, ``conv2former_t``, ``cvt_13``, ...), so that plain
+PyTorch code, detectron2 or any other framework builds them with timm's own API::
+
+    import mmhybrid.timm_models  # noqa: F401  (registers the timm names)
+    import timm
+
+    features = timm.create_model('crossformer_s', features_only=True, out_indices=(1, 2, 3),
+                                 pretrained=True, pretrained_cfg_overlay=dict(file='crossformer-s.pth'))
+    features.feature_info.channels()   # [192, 384, 768]
+    features.feature_info.reduction()  # [8, 16, 32]
+
+There is no second implementation: a timm model is a :class:`HybridTimmModel`
+holding the mmhybrid backbone (``backbone.*``) and, where the family has one, its
+official classifier (``head.*``). An official checkpoint goes through the same reader,
+family converter, ``adapt_pretrained`` hook and strict, key-naming load as
+``init_cfg=dict(type='Pretrained', ...)`` in OpenMMLab.
+
+Why a submodule and not ``import mmhybrid``: timm is not a dependency of mmhybrid
+(mmdet/mmseg users do not need it), it imports torchvision, which fails at import
+with a CPU-only torch build that has no matching torchvision, and it adds about a
+second to every ``import mmhybrid`` (also in every mmdet/mmseg config that lists
+``custom_imports=['mmhybrid']``).
+
+Adding a family is one :class:`TimmFamily` entry in :data:`FAMILIES`. Families are
+looked up in ``mmhybrid.registry.MODELS`` by class name when a model is created, so
+every name is registered in timm now and a family that this installation lacks
+fails at ``create_model`` with a message naming it.
+"""
+import dataclasses
+import logging
+import warnings
+from functools import partial
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+
+try:
+    import timm
+    from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+    from timm.models._features import feature_take_indices
+except ImportError as err:  # timm missing, or its torchvision does not match torch
+    raise ImportError(
+        'mmhybrid.timm_models needs timm (>= 1.0) and a torchvision that matches torch '
+        f'(import failed: {err}). Install them with `pip install timm` in an environment '
+        'whose torch has a torchvision build (see README, "Set-up").') from err
+
+from mmengine.model.weight_init import trunc_normal_
+
+from .converters.common import load_checkpoint_file, load_state_dict_checked, strip_prefix, unwrap_state_dict
+from .converters.conv2former import CONTAINER_PREFERENCE as CONV2FORMER_CONTAINERS
+from .models.layers import LayerNorm2d
+from .registry import MODELS
+
+__all__ = ['FAMILIES', 'HybridTimmModel', 'PoolClassifier', 'TimmFamily', 'VARIANTS', 'list_models']
+
+_logger = logging.getLogger(__name__)
+
+IMAGENET_DEFAULT = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+IMAGENET_INCEPTION = dict(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+
+
+# --------------------------------------------------------------------------------------
+# Classification head
+# --------------------------------------------------------------------------------------
+class PoolClassifier(nn.Module):
+    """Optional 1x1 conv + GELU, channel LayerNorm, global average pool, dropout, Linear.
+
+    Without ``hidden_dims`` this is CrossFormer's classifier (LayerNorm on the last
+    map's tokens, average pool, ``head``); with ``hidden_dims=1280`` it is
+    Conv2Former's (1x1 conv to 1280, GELU, LayerNorm on every position, average
+    pool, ``pred``).
+
+    Args:
+        in_dims (int): Channels of the last stage map.
+        num_classes (int): Classes; 0 leaves the pooled features (``fc`` is Identity).
+        drop_rate (float): Dropout before ``fc``. Default: 0.
+        hidden_dims (int, optional): Width of the 1x1 conv before the norm; None: no conv.
+        norm_eps (float): LayerNorm epsilon. Default: 1e-5.
+    """
+
+    def __init__(self, in_dims: int, num_classes: int, drop_rate: float = 0.0,
+                 hidden_dims: Optional[int] = None, norm_eps: float = 1e-5):
+        super().__init__()
+        self.hidden_size = hidden_dims or in_dims
+        self.conv = nn.Conv2d(in_dims, hidden_dims, 1) if hidden_dims else None
+        self.act = nn.GELU() if hidden_dims else None
+        self.norm = LayerNorm2d(self.hidden_size, eps=norm_eps)
+        self.drop = nn.Dropout(drop_rate)
+        self.fc = nn.Identity()
+        self.reset(num_classes)
+        for m in (self.conv, self.norm):
+            if m is not None:
+                self._init(m)
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            trunc_normal_(m.weight, std=0.02)
+            nn.init.zeros_(m.bias)
+        else:
+            m.reset_parameters()
+
+    def reset(self, num_classes: int) -> None:
+        """Replace the final Linear by a new one for ``num_classes`` (Identity for 0)."""
+        self.fc = nn.Linear(self.hidden_size, num_classes) if num_classes > 0 else nn.Identity()
+        if num_classes > 0:
+            self._init(self.fc)
+
+    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """``(B, C, H, W)`` last stage map -> logits ``(B, classes)`` (or pooled ``(B, hidden)``)."""
+        if self.conv is not None:
+            x = self.act(self.conv(x))
+        x = self.drop(self.norm(x).mean((2, 3)))
+        return x if pre_logits else self.fc(x)
+
+
+# --------------------------------------------------------------------------------------
+# The family table
+# --------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class TimmFamily:
+    """How one mmhybrid family appears in timm.
+
+    Args:
+        backbone: class name in ``mmhybrid.registry.MODELS``, looked up when a model
+            is created.
+        variants: timm name -> ``arch``, or -> dict of backbone arguments with ``arch``
+            (the other keys are defaults a caller may override).
+        head: builder ``(in_dims, num_classes, drop_rate) -> module`` with ``fc``,
+            ``hidden_size``, ``reset(num_classes)`` and ``forward(x, pre_logits)``
+            (e.g. :class:`PoolClassifier`); None: no classifier, the model returns the
+            multi-scale maps.
+        head_keys: official head module name -> module name inside ``head``, used to
+            take the classifier weights from official checkpoints.
+        containers: checkpoint containers in the order the family's converter prefers
+            them (None: the converters' common default), so the head comes from the
+            same container as the backbone.
+        params: timm name -> published parameter count in millions with the official
+            head (checked by the tests).
+        cfg: timm pretrained-config fields (data config, paper) shared by the variants.
+    """
+    backbone: str
+    variants: Dict[str, Union[str, dict]]
+    head: Optional[Callable[..., nn.Module]] = None
+    head_keys: Dict[str, str] = dataclasses.field(default_factory=dict)
+    containers: Optional[Tuple[str, ...]] = None
+    params: Dict[str, float] = dataclasses.field(default_factory=dict)
+    cfg: Dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+FAMILIES: Tuple[TimmFamily, ...] = (
+    TimmFamily(
+        'CrossFormer',
+        {'crossformer_t': 'tiny', 'crossformer_s': 'small', 'crossformer_b': 'base', 'crossformer_l': 'large'},
+        # official models/crossformer.py: norm (nn.LayerNorm) -> avgpool -> head (Linear)
+        head=partial(PoolClassifier, norm_eps=1e-5),
+        head_keys={'norm': 'norm', 'head': 'fc'},
+        params={'crossformer_t': 27.8, 'crossformer_s': 30.7, 'crossformer_b': 52.0, 'crossformer_l': 92.0},
+        # Swin-style evaluation of the official repo: resize 256/224, centre crop, bicubic
+        cfg=dict(crop_pct=0.875, interpolation='bicubic', **IMAGENET_DEFAULT,
+                 paper_ids='arXiv:2108.00154', origin_url='https://github.com/cheerss/CrossFormer')),
+    TimmFamily(
+        'Conv2Former',
+        {'conv2former_n': 'nano', 'conv2former_t': 'tiny', 'conv2former_s': 'small', 'conv2former_b': 'base',
+         'conv2former_b_22k': dict(arch='base', kernel_size=7), 'conv2former_l': 'large'},
+        # official models/conv2former.py: head = [1x1 conv to 1280, GELU, channels-first
+        # LayerNorm(eps 1e-6)] on the map -> mean over H, W -> pred (Linear)
+        head=partial(PoolClassifier, hidden_dims=1280, norm_eps=1e-6),
+        head_keys={'head.0': 'conv', 'head.2': 'norm', 'pred': 'fc'},
+        containers=CONV2FORMER_CONTAINERS,
+        params={'conv2former_n': 15.0, 'conv2former_t': 26.7, 'conv2former_s': 50.0, 'conv2former_b': 90.0,
+                'conv2former_l': 198.9},
+        # trained with timm's train.py and the official models' default_cfg, which is
+        # timm's vision_transformer._cfg(): mean/std 0.5, crop 0.9, bicubic
+        cfg=dict(crop_pct=0.9, interpolation='bicubic', **IMAGENET_INCEPTION,
+                 paper_ids='arXiv:2211.11943', origin_url='https://github.com/HVision-NKU/Conv2Former')),
+    # The dense backbones of the next three do not return what their official
+    # classifiers read (Conformer: the transformer branch's class token next to the
+    # CNN map; CvT: the last stage's class token), and CloFormer never released
+    # weights: these are feature models only. Data configs: timm's ImageNet defaults.
+    TimmFamily(
+        'Conformer',
+        {'conformer_t_p16': 'tiny', 'conformer_s_p16': 'small', 'conformer_s_p32': 'small_p32',
+         'conformer_b_p16': 'base'},
+        cfg=dict(paper_ids='arXiv:2105.03889',
+                 origin_url='https://github.com/pengzhiliang/Conformer')),
+    TimmFamily(
+        'CvT',
+        {'cvt_13': '13', 'cvt_21': '21', 'cvt_w24': 'w24'},
+        cfg=dict(paper_ids='arXiv:2103.15808', origin_url='https://github.com/microsoft/CvT')),
+    TimmFamily(
+        'CloFormer',
+        {'cloformer_xxs': 'xxs', 'cloformer_xs': 'xs', 'cloformer_s': 's'},
+        cfg=dict(paper_ids='arXiv:2303.17803', origin_url='https://github.com/qhfan/CloFormer')),
+)
+
+
+# --------------------------------------------------------------------------------------
+# The timm model
+# --------------------------------------------------------------------------------------
+def _module_name(root: nn.Module, module: nn.Module) -> Optional[str]:
+    """Name of ``module`` in ``root``; for an unregistered container, of its last registered child."""
+    names = {id(m): n for n, m in root.named_modules()}
+    while id(module) not in names:
+        children = list(module.children())
+        if not children:
+            return None
+        module = children[-1]
+    return names[id(module)]
+
+
+class HybridTimmModel(nn.Module):
+    """An mmhybrid backbone, plus the family's classifier if it has one, with timm's model interface.
+
+    ``forward`` returns logits when there is a classifier (pooled features with
+    ``num_classes=0``), else the backbone's multi-scale maps. ``forward_intermediates``
+    (used by ``features_only=True``) returns the stage maps. Weights: ``backbone.*``
+    are the backbone's own names, ``head.*`` the classifier.
+
+    Args:
+        family (TimmFamily): The family's table entry.
+        backbone_cls (type): The registered mmhybrid backbone class.
+        arch (str | dict): Backbone arch.
+        num_classes (int): Classes of the classifier; 0: pooled features. Must be 0
+            for a family without classifier. Default: 1000.
+        in_chans (int): Image channels. Default: 3.
+        global_pool (str): Only 'avg' (the official classifiers' pooling).
+        drop_rate (float): Dropout before the final Linear. Default: 0.
+        drop_path_rate (float): Stochastic depth of the backbone. Default: 0 (timm's
+            convention; the OpenMMLab configs set their own).
+        with_head (bool): Build the classifier (False for ``features_only``).
+        random_init (bool): Run the family's random initialisation; False when every
+            backbone weight is about to be loaded (``pretrained=True``: the strict load
+            fills them all). Default: True.
+        **backbone_kwargs: Other backbone arguments (e.g. CrossFormer ``group_size``).
+    """
+
+    output_fmt = 'NCHW'
+
+    def __init__(self, family: TimmFamily, backbone_cls: type, arch: Union[str, dict], num_classes: int = 1000,
+                 in_chans: int = 3, global_pool: str = 'avg', drop_rate: float = 0.0,
+                 drop_path_rate: float = 0.0, with_head: bool = True, random_init: bool = True,
+                 **backbone_kwargs):
+        super().__init__()
+        if global_pool != 'avg':
+            raise ValueError(f'{family.backbone} classifiers pool by average only (global_pool="avg"), '
+                             f'got {global_pool!r}.')
+        if family.head is None and num_classes:
+            raise ValueError(f'mmhybrid has no classification head for {family.backbone}: build it with '
+                             'num_classes=0 (its forward returns the multi-scale maps) or features_only=True.')
+        self.family = family
+        self.arch_name = arch if isinstance(arch, str) else 'custom'
+        self.in_chans = in_chans
+        self.drop_rate = drop_rate
+        self.backbone = self._build_backbone(backbone_cls, dict(arch=arch, in_channels=in_chans,
+                                                                drop_path_rate=drop_path_rate, **backbone_kwargs))
+        if random_init:
+            self.backbone._default_init()  # the family's own init (init_weights() would also log every tensor)
+        channels, strides = self.backbone.stage_channels, self.backbone.stage_strides
+        self.feature_info = [
+            dict(num_chs=c, reduction=s, module='backbone.' + (_module_name(self.backbone, stage) or f'stage{i}'),
+                 index=i)
+            for i, (stage, c, s) in enumerate(zip(self.backbone.stage_modules(), channels, strides))]
+        self.num_features = channels[-1]
+        self.head = family.head(self.num_features, num_classes, drop_rate) \
+            if with_head and family.head is not None else None
+        self.num_classes = num_classes if self.head is not None else 0
+        self.head_hidden_size = self.head.hidden_size if self.head is not None else self.num_features
+        self.register_load_state_dict_pre_hook(_convert_foreign_state)
+
+    @staticmethod
+    def _build_backbone(backbone_cls: type, kwargs: dict) -> nn.Module:
+        """The backbone with every stage out (forward_intermediates picks from them)."""
+        backbone = backbone_cls(**kwargs)
+        every = tuple(range(len(backbone.stage_modules())))
+        if tuple(backbone.out_indices) != every:  # a family whose default returns fewer stages
+            backbone = backbone_cls(**kwargs, out_indices=every)
+        return backbone
+
+    # -- timm model interface -------------------------------------------------------
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last stage map, NCHW (what the classifier reads)."""
+        return self.backbone(x)[-1]
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Classifier on the last stage map; ``pre_logits`` stops before the final Linear."""
+        if self.head is None:
+            raise RuntimeError(f'This {self.family.backbone} model has no classification head.')
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor):
+        """Logits (or pooled features), or the backbone's multi-scale maps when there is no head."""
+        if self.head is None:
+            return self.backbone(x)
+        return self.forward_head(self.forward_features(x))
+
+    def forward_intermediates(self, x: torch.Tensor, indices: Optional[Union[int, Sequence[int]]] = None,
+                              norm: bool = False, stop_early: bool = False, output_fmt: str = 'NCHW',
+                              intermediates_only: bool = False):
+        """Stage maps (timm's feature API, used by ``features_only=True``).
+
+        Args:
+            x: ``(B, C, H, W)`` images.
+            indices: stages to return: None all, an int n the last n, or a sequence
+                (negatives count from the end).
+            norm: not supported (the dense backbones have no final norm).
+            stop_early: accepted for timm; the backbone always runs every stage.
+            output_fmt: only 'NCHW'.
+            intermediates_only: return only the maps.
+
+        Returns:
+            The list of maps, or ``(last map, maps)``.
+        """
+        if output_fmt != 'NCHW':
+            raise ValueError(f'mmhybrid backbones return NCHW maps, got output_fmt={output_fmt!r}.')
+        if norm:
+            raise ValueError('mmhybrid backbones return the stage maps without a final norm; use norm=False.')
+        take, _ = feature_take_indices(len(self.feature_info), indices)
+        maps = self.backbone(x)
+        intermediates = [maps[i] for i in take]
+        return intermediates if intermediates_only else (maps[-1], intermediates)
+
+    def prune_intermediate_layers(self, indices: Optional[Union[int, Sequence[int]]] = 1,
+                                  prune_norm: bool = False, prune_head: bool = True) -> List[int]:
+        """Drop the classifier (``prune_head``) and return the absolute stage indices."""
+        take, _ = feature_take_indices(len(self.feature_info), indices)
+        if prune_head:
+            self.head, self.num_classes = None, 0
+        return take
+
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc if self.head is not None else nn.Identity()
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """New final Linear for ``num_classes`` (0: pooled features); the rest of the head is kept."""
+        if global_pool not in (None, 'avg'):
+            raise ValueError(f'{self.family.backbone} classifiers pool by average only, got {global_pool!r}.')
+        if self.head is None:
+            raise ValueError(f'This {self.family.backbone} model has no classification head.')
+        self.head.reset(num_classes)
+        self.num_classes = num_classes
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.backbone.with_cp = enable
+
+    # -- weights ----------------------------------------------------------------------
+    def convert_checkpoint(self, ckpt, source: str = 'checkpoint') -> Dict[str, torch.Tensor]:
+        """An official, OpenMMLab or timm-format checkpoint -> this model's complete state dict.
+
+        The backbone part goes through the family converter and the backbone's
+        ``adapt_pretrained`` hook, exactly as ``init_cfg=dict(type='Pretrained')``
+        does; the classifier is taken from the official head keys (or this model's
+        ``head.*`` keys) of the same container. A classifier for another number of
+        classes, or a checkpoint without classifier, leaves those weights at their
+        initial values (logged).
+
+        Args:
+            ckpt: what ``torch.load`` returned, or a state dict.
+            source: where it came from, for messages.
+        """
+        backbone = self.backbone
+        converter = type(backbone).converter
+        state = converter(ckpt) if converter else strip_prefix(unwrap_state_dict(ckpt), 'backbone.')
+        out = {f'backbone.{k}': v for k, v in backbone.adapt_pretrained(state, source).items()}
+        if self.head is not None:
+            out.update({f'head.{k}': v for k, v in self._head_state(ckpt, source).items()})
+        return out
+
+    def _head_state(self, ckpt, source: str) -> Dict[str, torch.Tensor]:
+        prefer = dict(prefer=self.family.containers) if self.family.containers else {}
+        flat = strip_prefix(unwrap_state_dict(ckpt, **prefer), 'module.')
+        own = self.head.state_dict()
+        found = {}
+        for key, value in flat.items():
+            module, _, param = key.rpartition('.')
+            if key.startswith('head.') and key[5:] in own:  # already this model's naming
+                found[key[5:]] = value
+            elif module in self.family.head_keys:
+                found[f'{self.family.head_keys[module]}.{param}'] = value
+        other_classes = [k for k in ('fc.weight', 'fc.bias')
+                         if k in found and k in own and found[k].shape != own[k].shape]
+        if other_classes:
+            _logger.info('%s: its classifier has %d classes, this model %d: the final Linear keeps its '
+                         'initial weights.', source, found[other_classes[0]].shape[0], self.num_classes)
+        absent = [k for k in own if k not in found]
+        if absent:
+            _logger.warning('%s has no %s classifier weights for %s: they keep their initial values.',
+                            source, self.family.backbone, ', '.join(f'head.{k}' for k in absent))
+        keep = set(absent) | set(other_classes)
+        return {k: (own[k] if k in keep else found[k]) for k in own}
+
+    def load_pretrained(self, filename: str) -> None:
+        """Load an official, OpenMMLab or timm-format checkpoint file (path or URL) strictly.
+
+        What ``timm.create_model(..., pretrained=True, pretrained_cfg_overlay=dict(file=...))``
+        calls. Mismatched keys or shapes are refused by name.
+        """
+        state = self.convert_checkpoint(load_checkpoint_file(filename), source=filename)
+        load_state_dict_checked(self, state, source=filename)
+
+
+def _convert_foreign_state(module: HybridTimmModel, state_dict, prefix, local_metadata, strict, missing_keys,
+                           unexpected_keys, error_msgs) -> None:
+    """load_state_dict pre-hook: an official or OpenMMLab state dict is converted first.
+
+    So ``model.load_state_dict(official_state)`` and timm's ``checkpoint_path=`` work;
+    a dict in this model's own naming (only ``backbone.*`` and ``head.*``) is left alone.
+    """
+    keys = [k for k in state_dict if k.startswith(prefix)]
+    if not keys or all(k[len(prefix):].startswith(('backbone.', 'head.')) for k in keys):
+        return
+    foreign = {k[len(prefix):]: state_dict.pop(k) for k in keys}
+    for key, value in module.convert_checkpoint(foreign, source='the state dict').items():
+        state_dict[prefix + key] = value
+
+
+# --------------------------------------------------------------------------------------
+# Registration in timm
+# --------------------------------------------------------------------------------------
+#: registered timm name -> (family, backbone arguments with 'arch')
+VARIANTS: Dict[str, Tuple[TimmFamily, dict]] = {}
+#: timm reads the pretrained configs of a module's models from its ``default_cfgs``
+default_cfgs: Dict[str, Any] = {}
+
+_SOURCES = ('file', 'url', 'state_dict', 'hf_hub_id')
+
+
+def _cfg_value(pretrained_cfg, overlay: dict, key: str):
+    if overlay.get(key) is not None:
+        return overlay[key]
+    if isinstance(pretrained_cfg, dict):
+        return pretrained_cfg.get(key)
+    return getattr(pretrained_cfg, key, None)
+
+
+def _checked_state(state: dict, model: HybridTimmModel) -> Dict[str, torch.Tensor]:
+    """timm's filter for ``pretrained_cfg_overlay=dict(state_dict=...)``: convert, and refuse a mismatch by name."""
+    converted = model.convert_checkpoint(state, source='the state dict')
+    load_state_dict_checked(model, converted, source='the state dict')
+    return converted
+
+
+def _create(name: str, pretrained: bool = False, pretrained_cfg=None, pretrained_cfg_overlay=None,
+            **kwargs) -> nn.Module:
+    family, spec = VARIANTS[name]
+    backbone_cls = MODELS.get(family.backbone)
+    if backbone_cls is None:
+        raise RuntimeError(
+            f'timm model {name!r} needs the mmhybrid backbone {family.backbone!r}, which this mmhybrid does '
+            f'not have (registered: {", ".join(sorted(MODELS.module_dict))}).')
+    if 'arch' in kwargs:
+        raise ValueError(f'The timm name {name!r} fixes arch={spec["arch"]!r}; choose another name '
+                         f'({", ".join(n for n, v in VARIANTS.items() if v[0] is family)}) instead of arch=.')
+    overlay = dict(pretrained_cfg_overlay or {})
+    if pretrained:
+        if not any(_cfg_value(pretrained_cfg, overlay, k) for k in _SOURCES):
+            raise ValueError(
+                f'mmhybrid registers no download location for {name!r}. Download the official checkpoint '
+                "(README, 'Pretrained weights') and pass pretrained_cfg_overlay=dict(file='PATH').")
+        if any(_cfg_value(pretrained_cfg, overlay, k) for k in ('file', 'url')):
+            # read and convert the file exactly as OpenMMLab's init_cfg does (HybridTimmModel.load_pretrained)
+            overlay.setdefault('custom_load', True)
+    if 'out_indices' in kwargs and not kwargs.get('features_only', False):
+        raise ValueError('out_indices selects the feature maps of features_only=True models; without it the '
+                         'model returns logits (or, for a family without classifier, every stage map).')
+    if kwargs.get('feature_cls', 'getter') != 'getter':
+        raise ValueError('mmhybrid timm models give features through forward_intermediates '
+                         f"(feature_cls='getter'), got feature_cls={kwargs['feature_cls']!r}.")
+    with_head = not kwargs.get('features_only', False)
+    return build_model_with_cfg(
+        HybridTimmModel, name, pretrained,
+        pretrained_cfg=pretrained_cfg, pretrained_cfg_overlay=overlay,
+        feature_cfg=dict(feature_cls='getter', out_indices=None),
+        pretrained_filter_fn=_checked_state,
+        family=family, backbone_cls=backbone_cls, with_head=with_head, random_init=not pretrained,
+        **{**spec, **kwargs})
+
+
+def registered_name(name: str) -> str:
+    """The name a variant gets in timm: its own, or ``mmhybrid_<name>`` if timm already has the name.
+
+    mmhybrid never replaces a model registered by timm or by another package.
+    """
+    if timm.models.is_model(name) and timm.models.model_entrypoint(name).__module__ != __name__:
+        other = timm.models.model_entrypoint(name).__module__
+        warnings.warn(f'timm already has a model named {name!r} (from {other}); mmhybrid registers its '
+                      f'variant as {"mmhybrid_" + name!r} instead.', stacklevel=2)
+        return 'mmhybrid_' + name
+    return name
+
+
+def _register(name: str, family: TimmFamily, spec: Union[str, dict]) -> None:
+    spec = dict(spec) if isinstance(spec, dict) else dict(arch=spec)
+    reg = registered_name(name)
+    VARIANTS[reg] = (family, spec)
+    head = family.head is not None
+    default_cfgs.update(generate_default_cfgs({reg: dict(
+        url='', num_classes=1000 if head else 0, classifier='head.fc' if head else None,
+        input_size=(3, 224, 224), pool_size=(7, 7) if head else None, **family.cfg)}))
+
+    def entrypoint(pretrained: bool = False, **kwargs) -> nn.Module:
+        return _create(reg, pretrained, **kwargs)
+
+    entrypoint.__name__ = entrypoint.__qualname__ = reg
+    entrypoint.__module__ = __name__
+    entrypoint.__doc__ = (f'mmhybrid {family.backbone} (arch {spec["arch"]!r}) as a timm model: '
+                          f'features_only=True gives the stage maps.')
+    globals()[reg] = entrypoint
+    register_model(entrypoint)
+
+
+def list_models(available_only: bool = False) -> List[str]:
+    """The timm names mmhybrid registered; ``available_only``: those whose backbone exists here."""
+    return [n for n, (family, _) in VARIANTS.items()
+            if not available_only or MODELS.get(family.backbone) is not None]
+
+
+for _family in FAMILIES:
+    for _name, _spec in _family.variants.items():
+        _register(_name, _family, _spec)
