@@ -194,6 +194,18 @@ def test_count_flops_counts_attention_backward(gf):
     assert res['total'] == res['attention'] == (4 + 10) * b * h * l * s * d
 
 
+def test_count_flops_counts_fused_onednn_convolutions_as_the_plain_ones(gf):
+    """Conv2Former's inference path (oneDNN convs with fused epilogues) counts the
+    same FLOPs as its autograd path (plain convolutions)."""
+    model = MODELS.build(dict(type='mmhybrid.Conv2Former', arch=dict(
+        embed_dims=8, depths=(1, 1, 1, 1), kernel_size=3))).eval()
+    x = torch.randn(1, 3, 40, 56)
+    with torch.no_grad():
+        fused = gf.count_flops(lambda: model(x))
+    plain = gf.count_flops(lambda: model(x))   # autograd on: unfused
+    assert fused['total'] == plain['total'] > 0
+
+
 def test_count_flops_breaks_down_per_module_including_containers(gf):
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1),
                           nn.ModuleList([nn.Linear(4, 4)]))

@@ -3,7 +3,8 @@
 Counting uses ``torch.utils.flop_counter.FlopCounterMode`` (convolutions, matmuls and
 ``scaled_dot_product_attention``), extended here with the CPU attention kernel
 (``aten._scaled_dot_product_flash_attention_for_cpu``), which torch's own table leaves
-out: without it, attention is counted as zero on CPU. mmengine's counter misses
+out: without it, attention is counted as zero on CPU; and with the oneDNN convolutions
+with fused epilogues (``mkldnn._convolution_pointwise``) of inference fast paths. mmengine's counter misses
 attention on every device.
 
 Units: one multiply-add is 2 FLOPs = 1 MAC. Papers that report "FLOPs" for vision
@@ -58,6 +59,19 @@ def _sdpa_backward_flops(grad_out_shape, query_shape, key_shape, value_shape, *a
     return _fc.sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
 
 
+def _mkldnn_conv_flops(*args, out_shape=None, **kwargs):
+    # oneDNN convolution with a fused epilogue (inference fast paths): the convolution's
+    # FLOPs. One packet, two signatures: (x, w, b, padding, ..., algorithm) has 10
+    # arguments, .binary (x, other, w, b, padding, ...) has 13.
+    x_shape, w_shape = (args[0], args[1]) if len(args) <= 10 else (args[0], args[2])
+    return _fc.conv_flop_count(x_shape, w_shape, out_shape, transposed=False)
+
+
+def _mkldnn_conv_inplace_flops(other_shape, x_shape, w_shape, *args, out_shape=None, **kwargs):
+    # _convolution_pointwise_.binary(other, x, w, ...) writes conv(x) <op> other into other
+    return _fc.conv_flop_count(x_shape, w_shape, other_shape, transposed=False)
+
+
 def attention_flop_mapping() -> Dict[Any, Callable]:
     """Flop formulas for the attention kernels that torch's table lacks.
 
@@ -78,6 +92,13 @@ def attention_flop_mapping() -> Dict[Any, Callable]:
             op = getattr(aten, name)
             if op not in _fc.flop_registry:
                 mapping[op] = fn
+    # oneDNN convolutions with fused epilogues, used by inference fast paths
+    # (FlopCounterMode looks formulas up by overload packet)
+    mkldnn = torch.ops.mkldnn
+    for name, fn in [('_convolution_pointwise', _mkldnn_conv_flops),
+                     ('_convolution_pointwise_', _mkldnn_conv_inplace_flops)]:
+        if hasattr(mkldnn, name) and getattr(mkldnn, name) not in _fc.flop_registry:
+            mapping[getattr(mkldnn, name)] = fn
     return mapping
 
 
