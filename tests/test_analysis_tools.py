@@ -197,7 +197,8 @@ def test_count_flops_counts_attention_backward(gf):
 def test_count_flops_counts_fused_onednn_convolutions_as_the_plain_ones(gf):
     """Conv2Former's inference path (oneDNN convs with fused epilogues) counts the
     same FLOPs as its autograd path (plain convolutions)."""
-    model = MODELS.build(dict(type='mmhybrid.Conv2Former', arch=dict(
+    from mmhybrid.registry import MODELS
+    model = MODELS.build(dict(type="mmhybrid.Conv2Former", arch=dict(
         embed_dims=8, depths=(1, 1, 1, 1), kernel_size=3))).eval()
     x = torch.randn(1, 3, 40, 56)
     with torch.no_grad():
