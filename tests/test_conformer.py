@@ -1,0 +1,361 @@
+"""Conformer behaviour beyond the parity fixtures: variants, sizes, fast paths, checkpoints, state."""
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mmhybrid.converters import CheckpointMismatchError, convert_conformer, load_state_dict_checked
+from mmhybrid.models import Conformer
+from mmhybrid.models.conformer import FCUDown, FCUUp, add_upsampled, conv_bn
+
+# widths 16, 32, 64, 64; six blocks: maps after blocks 2, 4, 5, 6
+TINY = dict(patch_size=16, channel_ratio=1, base_channels=16, embed_dims=32, num_heads=2, depth=6)
+TINY_P32 = dict(TINY, patch_size=32)
+
+
+def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Weights and BN statistics far from their initial values, so every part shows in the outputs."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if not t.is_floating_point():
+                continue
+            if name.endswith('running_var'):
+                t.copy_(0.5 + torch.rand(t.shape, generator=gen))
+            elif t.dim() <= 1 or name == 'cls_token':
+                base = 1.0 if name.endswith('weight') else 0.0
+                t.copy_(base + 0.1 * torch.randn(t.shape, generator=gen))
+            else:
+                t.copy_(torch.randn(t.shape, generator=gen) / math.sqrt(t[0].numel()))
+    return model
+
+
+def official_classifier_state(model: Conformer, num_classes: int = 1000) -> dict:
+    """What an official classification file holds: the backbone plus trans_norm and both classifiers."""
+    state = dict(model.state_dict())
+    dims, c3 = model.embed_dims, model.stage_channels[-1]
+    state.update({'trans_norm.weight': torch.ones(dims), 'trans_norm.bias': torch.zeros(dims),
+                  'trans_cls_head.weight': torch.randn(num_classes, dims),
+                  'trans_cls_head.bias': torch.zeros(num_classes),
+                  'conv_cls_head.weight': torch.randn(num_classes, c3),
+                  'conv_cls_head.bias': torch.zeros(num_classes)})
+    return state
+
+
+def mmpretrain_state(model: Conformer) -> dict:
+    """mmpretrain's converted files: 'backbone.' prefix, ln1/ln2 and ffn.layers.* in transformer blocks."""
+    renames = (('.norm1.', '.ln1.'), ('.norm2.', '.ln2.'), ('.mlp.fc1.', '.ffn.layers.0.0.'),
+               ('.mlp.fc2.', '.ffn.layers.1.'))
+    state = {}
+    for k, v in model.state_dict().items():
+        if k.startswith(('trans_1.', 'conv_trans_')) and ('trans_1.' in k or '.trans_block.' in k):
+            for old, new in renames:
+                k = k.replace(old, new)
+        state[f'backbone.{k}'] = v
+    dims = model.embed_dims
+    state.update({'backbone.trans_norm.weight': torch.ones(dims),
+                  'backbone.trans_norm.bias': torch.zeros(dims),
+                  'head.conv_cls_head.weight': torch.randn(10, model.stage_channels[-1]),
+                  'head.conv_cls_head.bias': torch.zeros(10),
+                  'head.trans_cls_head.weight': torch.randn(10, dims),
+                  'head.trans_cls_head.bias': torch.zeros(10)})
+    return {'meta': {'mmpretrain_version': '1.2.0'}, 'state_dict': state}
+
+
+# --------------------------------------------------------------------------------------
+# Variants
+# --------------------------------------------------------------------------------------
+@pytest.mark.parametrize('arch,backbone,with_heads', [
+    ('tiny', 22.882, 23.5), ('small', 36.263, 37.7), ('small_p32', 37.442, None), ('base', 81.174, 83.3)])
+def test_parameter_counts_equal_the_official_ones(arch, backbone, with_heads):
+    """Backbone params as the official detection backbone; with trans_norm and the two
+    classifiers of the official ImageNet model, the published 23.5M / 37.7M / 83.3M."""
+    with torch.device('meta'):
+        model = Conformer(arch=arch)
+    params = sum(p.numel() for p in model.parameters())
+    dims, c3 = model.embed_dims, model.stage_channels[-1]
+    heads = 2 * dims + (1000 * dims + 1000) + (1000 * c3 + 1000)
+    assert round(params / 1e6, 3) == backbone
+    if with_heads is not None:
+        assert round((params + heads) / 1e6, 1) == with_heads
+
+
+def test_variants_aliases_and_custom_dicts():
+    assert Conformer(arch='s32').patch_size == 32 and Conformer(arch='S').patch_size == 16
+    with torch.device('meta'):
+        assert Conformer(arch='b').out_channels == [384, 768, 1536, 1536]
+        assert Conformer(arch='tiny').out_channels == [64, 128, 256, 256]
+    model = Conformer(arch=TINY, out_indices=(0, 1, 2, 3))
+    assert model.out_channels == [16, 32, 64, 64] and model.out_strides == [4, 8, 16, 32]
+    assert model.stage_ends == (2, 4, 5, 6)
+    assert model.conv_trans_6.fusion_block.conv2.stride == (2, 2)   # the last fusion block downsamples
+    assert [b.squeeze_block.dw_stride for b in model.blocks()] == [4, 2, 2, 1, 1]
+
+
+@pytest.mark.parametrize('arch,message', [
+    ('huge', 'Valid names: b, base, s, s16, s32, small, small_p32, t, tiny'),
+    (dict(TINY, patch_size=24), 'patch_size must be a multiple of 16'),
+    (dict(TINY, depth=7), 'depth must be a multiple of 3'),
+    (dict(TINY, num_heads=3), 'not divisible by num_heads 3'),
+    (dict(patch_size=16, channel_ratio=1), r"missing \['embed_dims', 'num_heads'\]")])
+def test_bad_arch_is_refused_with_a_clear_message(arch, message):
+    with pytest.raises(ValueError, match=message):
+        Conformer(arch=arch)
+
+
+# --------------------------------------------------------------------------------------
+# Fast paths equal the plain computation (values and gradients)
+# --------------------------------------------------------------------------------------
+@pytest.mark.parametrize('kernel,stride,bias', [(1, 1, False), (3, 2, False), (1, 1, True)])
+def test_frozen_batchnorm_folded_into_the_conv_equals_conv_then_batchnorm(kernel, stride, bias):
+    conv = nn.Conv2d(6, 8, kernel, stride=stride, padding=kernel // 2, bias=bias)
+    bn = randomize(nn.BatchNorm2d(8, eps=1e-6)).eval()
+    x = torch.randn(2, 6, 9, 11).contiguous(memory_format=torch.channels_last).requires_grad_()
+    grads = []
+    for fn in (lambda: conv_bn(x, conv, bn, relu=True), lambda: F.relu(bn(conv(x)))):
+        out = fn()
+        grad = torch.autograd.grad((out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum(),
+                                   [x, conv.weight, bn.weight, bn.bias])
+        grads.append((out.detach(), ) + grad)
+    for fast, plain in zip(*grads):
+        torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
+    assert torch.equal(bn.running_mean, randomize(nn.BatchNorm2d(8)).running_mean)   # statistics untouched
+
+
+@pytest.mark.parametrize('size,scale', [((8, 12), 4), ((6, 10), 2), ((7, 9), 4), ((5, 5), 1)])
+def test_upsampled_add_equals_adding_the_nearest_interpolated_map(size, scale):
+    """Whole grids go through a broadcast view; a cut border patch is the interpolated map cut to size."""
+    x = torch.randn(2, 3, *size).contiguous(memory_format=torch.channels_last).requires_grad_()
+    grid = [math.ceil(s / scale) for s in size]
+    small = torch.randn(2, 3, *grid, requires_grad=True)
+    fast = add_upsampled(x, small, scale)
+    plain = x + F.interpolate(small, scale_factor=scale, mode='nearest')[..., :size[0], :size[1]]
+    torch.testing.assert_close(fast, plain, rtol=0, atol=0)
+    weights = torch.randn(fast.shape)
+    for a, b in zip(torch.autograd.grad((fast * weights).sum(), [x, small]),
+                    torch.autograd.grad((plain * weights).sum(), [x, small])):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    if size[0] % scale == 0:
+        assert fast.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_fcu_down_pools_then_projects_like_the_official_project_then_pool():
+    down = randomize(FCUDown(8, 12, dw_stride=4))
+    x = torch.randn(2, 8, 8, 12)
+    official = F.avg_pool2d(down.conv_project(x), 4, 4).flatten(2).transpose(1, 2)
+    torch.testing.assert_close(down(x), down.act(down.ln(official)), rtol=1e-5, atol=1e-5)
+
+
+def test_a_border_patch_cut_by_the_map_edge_averages_its_real_pixels():
+    down = randomize(FCUDown(8, 12, dw_stride=4))
+    x = torch.randn(1, 8, 6, 9)   # token grid 2 x 3; the last row and column of patches are cut
+    tokens = down(x)
+    assert tokens.shape == (1, 6, 12)
+    corner = x[:, :, 4:, 8:].mean((2, 3))   # 2 x 1 real pixels
+    expect = down.act(down.ln(F.linear(corner, down.conv_project.weight.flatten(1), down.conv_project.bias)))
+    torch.testing.assert_close(tokens[:, -1], expect, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('train_bn', [False, True])
+def test_fcu_up_projects_normalises_and_activates_on_the_token_grid(train_bn):
+    up = randomize(FCUUp(12, 8, up_stride=4)).train(train_bn)
+    tokens = torch.randn(2, 3 * 5, 12)
+    grid_map = tokens.transpose(1, 2).reshape(2, 12, 3, 5)
+    plain = randomize(FCUUp(12, 8, up_stride=4)).train(train_bn)   # same weights, plain modules
+    expect = F.relu(plain.bn(plain.conv_project(grid_map)))
+    torch.testing.assert_close(up(tokens, (3, 5)), expect, rtol=1e-5, atol=1e-5)
+
+
+# --------------------------------------------------------------------------------------
+# Input sizes, tokens
+# --------------------------------------------------------------------------------------
+@pytest.mark.parametrize('arch', [TINY, TINY_P32])
+@pytest.mark.parametrize('hw', [(64, 64), (65, 97), (70, 90), (33, 250), (200, 41), (1, 3)])
+def test_any_input_size_gives_ceil_strides(arch, hw):
+    """The official code needs ceil(H / 4) to be a multiple of patch / 4; here every size runs."""
+    model = Conformer(arch=arch, with_tokens=True).eval()
+    with torch.no_grad():
+        *maps, (patches, cls) = model(torch.randn(1, 3, *hw))
+    for out, stride, ch in zip(maps, (4, 8, 16, 32), (16, 32, 64, 64)):
+        assert out.shape == (1, ch, math.ceil(hw[0] / stride), math.ceil(hw[1] / stride))
+        assert out.is_contiguous() and torch.isfinite(out).all()
+    patch = arch['patch_size']
+    assert patches.shape == (1, 32, math.ceil(hw[0] / patch), math.ceil(hw[1] / patch))
+    assert cls.shape == (1, 32)
+
+
+def test_returned_tokens_are_the_last_transformer_output_and_the_class_token_enters_doubled():
+    model = randomize(Conformer(arch=TINY, with_tokens=True)).eval()
+    seen = {}
+    model.trans_1.register_forward_hook(lambda m, i, o: seen.setdefault('trans_1', o))
+    model.conv_trans_2.trans_block.register_forward_hook(lambda m, i, o: seen.setdefault('block_2_in', i[0]))
+    model.conv_trans_6.trans_block.register_forward_hook(lambda m, i, o: seen.setdefault('last', o))
+    with torch.no_grad():
+        *_, (patches, cls) = model(torch.randn(2, 3, 64, 96))
+    torch.testing.assert_close(seen['block_2_in'][:, 0], 2 * seen['trans_1'][:, 0])
+    torch.testing.assert_close(cls, seen['last'][:, 0])
+    # row-major token order: token 1 + r * 6 + c is grid cell (r, c)
+    torch.testing.assert_close(patches[:, :, 2, 5], seen['last'][:, 1 + 2 * 6 + 5])
+
+
+def test_batch_items_are_independent():
+    model = randomize(Conformer(arch=TINY)).eval()
+    x = torch.randn(2, 3, 72, 104)
+    with torch.no_grad():
+        both, single = model(x), model(x[1:])
+    for a, b in zip(both, single):
+        torch.testing.assert_close(a[1:], b, rtol=1e-5, atol=1e-5)
+
+
+def test_out_indices_subset_returns_the_chosen_stages_in_stage_order():
+    model = Conformer(arch=TINY, out_indices=(-1, 1)).eval()
+    assert model.out_indices == (3, 1) and model.out_channels == [64, 32]
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, 64, 64))
+    assert [tuple(o.shape[1:]) for o in outs] == [(32, 8, 8), (64, 2, 2)]   # stage order
+
+
+def test_wrong_channel_count_is_refused():
+    with pytest.raises(ValueError, match='expects 3 input channels'):
+        Conformer(arch=TINY)(torch.randn(1, 4, 32, 32))
+
+
+# --------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------
+@pytest.mark.parametrize('kind', ['classification', 'detection', 'mmpretrain', 'raw'])
+def test_converter_reads_official_detection_and_mmpretrain_files(kind):
+    model = randomize(Conformer(arch=TINY))
+    ckpt = {
+        'classification': {'model': official_classifier_state(model)},
+        'detection': {'meta': {}, 'state_dict': {
+            **{f'backbone.{k}': v for k, v in model.state_dict().items()},
+            'neck.lateral_convs.0.conv.weight': torch.randn(8, 16, 1, 1)}},
+        'mmpretrain': mmpretrain_state(model),
+        'raw': official_classifier_state(model),
+    }[kind]
+    converted = convert_conformer(ckpt)
+    assert converted.keys() == model.state_dict().keys()
+    target = Conformer(arch=TINY)
+    load_state_dict_checked(target, converted)
+    for key in ('trans_1.norm1.weight', 'conv_trans_3.trans_block.mlp.fc2.weight', 'cls_token',
+                'conv_trans_6.fusion_block.residual_bn.running_var'):
+        assert torch.equal(target.state_dict()[key], model.state_dict()[key])
+
+
+def test_converter_is_idempotent_and_keeps_fcu_down_norm_names():
+    model = Conformer(arch=TINY)
+    converted = convert_conformer(mmpretrain_state(model))
+    again = convert_conformer(converted)
+    assert again.keys() == converted.keys() and all(again[k] is v for k, v in converted.items())
+    assert 'conv_trans_2.squeeze_block.ln.weight' in converted   # FCUDown's 'ln' is not a block norm
+
+
+def test_init_cfg_loads_an_mmpretrain_file(tmp_path):
+    source = randomize(Conformer(arch=TINY_P32))
+    path = tmp_path / 'conformer_mmpretrain.pth'
+    torch.save(mmpretrain_state(source), path)
+    model = Conformer(arch=TINY_P32, init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    model.init_weights()
+    for key, value in source.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+
+
+def test_checkpoint_of_another_patch_size_is_refused_naming_the_shapes():
+    p32 = convert_conformer(official_classifier_state(Conformer(arch=TINY_P32)))
+    with pytest.raises(CheckpointMismatchError, match=r'trans_patch_conv.weight: checkpoint \(32, 64, 8, 8\) '
+                                                      r'vs model \(32, 64, 4, 4\)'):
+        load_state_dict_checked(Conformer(arch=TINY), p32)
+
+
+# --------------------------------------------------------------------------------------
+# Training state: norm_eval, frozen stages, with_cp
+# --------------------------------------------------------------------------------------
+def test_norm_eval_is_on_by_default_and_keeps_every_batchnorm_statistic():
+    model = Conformer(arch=TINY).train()
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    before = [bn.running_mean.clone() for bn in bns]
+    out = model(torch.randn(2, 3, 64, 64))
+    sum(o.mean() for o in out).backward()
+    assert model.norm_eval and not any(bn.training for bn in bns)
+    assert all(torch.equal(bn.running_mean, b) for bn, b in zip(bns, before))
+    assert all(bn.weight.grad is not None for bn in bns)   # the affine parameters still learn
+
+
+def test_norm_eval_off_trains_the_batchnorm_statistics():
+    model = Conformer(arch=TINY, norm_eval=False).train()
+    bn = model.conv_trans_3.fusion_block.bn2
+    before = bn.running_mean.clone()
+    model(torch.randn(2, 3, 64, 64))
+    assert bn.training and not torch.equal(bn.running_mean, before)
+
+
+@pytest.mark.parametrize('frozen', [-1, 0, 1, 2, 4])
+def test_frozen_stages_freeze_the_stem_then_whole_stages_with_the_class_token(frozen):
+    model = Conformer(arch=TINY, frozen_stages=frozen, norm_eval=False).train()
+    parts = [[model.conv1, model.bn1],
+             [model.conv_1, model.trans_patch_conv, model.trans_1, model.conv_trans_2],
+             [model.conv_trans_3, model.conv_trans_4], [model.conv_trans_5], [model.conv_trans_6]]
+    for k, modules in enumerate(parts):
+        frozen_part = k <= frozen
+        for m in modules:
+            assert all(p.requires_grad != frozen_part for p in m.parameters())
+            assert all(sub.training != frozen_part for sub in m.modules())
+    assert model.cls_token.requires_grad == (frozen < 1)
+
+
+def test_with_cp_gives_the_same_outputs_and_gradients():
+    x = torch.randn(2, 3, 48, 80)
+    plain = randomize(Conformer(arch=TINY))
+    cp = Conformer(arch=TINY, with_cp=True)
+    cp.load_state_dict(plain.state_dict())
+    grads, outs = [], []
+    for model in (plain, cp):
+        model.train()
+        out = model(x)
+        sum((o * torch.linspace(-1, 1, o.numel()).view_as(o)).mean() for o in out).backward()
+        outs.append([o.detach() for o in out])
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    for a, b in zip(*outs):
+        torch.testing.assert_close(a, b)
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize('norm_eval', [True, False])
+def test_training_step_reaches_every_parameter_and_keeps_the_weights(norm_eval):
+    model = Conformer(arch=TINY, norm_eval=norm_eval, with_tokens=True).train()
+    weights = {k: v.clone() for k, v in model.state_dict().items()
+               if not k.endswith(('running_mean', 'running_var', 'num_batches_tracked'))}
+    *maps, (patches, cls) = model(torch.randn(2, 3, 64, 96))
+    (sum(o.mean() for o in maps) + patches.mean() + cls.mean()).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    # forward writes nothing into the module (BN folding computes new tensors)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in weights.items())
+
+
+def test_drop_path_rises_linearly_over_the_transformer_blocks_only():
+    model = Conformer(arch='tiny', drop_path_rate=0.3)
+    rates = [model.trans_1.drop_path.drop_prob] + [b.trans_block.drop_path.drop_prob for b in model.blocks()]
+    assert rates == pytest.approx([0.3 * i / 11 for i in range(12)])
+    assert not any(hasattr(m, 'drop_prob') for b in model.blocks() for m in b.cnn_block.modules())
+
+
+def test_default_init_is_the_official_one():
+    model = Conformer(arch=TINY)
+    model.init_weights()
+    fc1 = model.conv_trans_2.trans_block.mlp.fc1
+    assert fc1.weight.std().item() == pytest.approx(0.02, rel=0.15)
+    assert torch.equal(fc1.bias, torch.zeros(128))
+    conv = model.conv_trans_4.cnn_block.conv3   # kaiming fan-out: std sqrt(2 / 32)
+    assert conv.weight.std().item() == pytest.approx(math.sqrt(2 / 32), rel=0.15)
+    assert 0.005 < model.cls_token.std().item() < 0.05
+
+
+def test_bfloat16_autocast_forward_runs():
+    model = Conformer(arch=TINY).eval()
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        outs = model(torch.randn(1, 3, 72, 100))
+    assert all(torch.isfinite(o.float()).all() for o in outs)
