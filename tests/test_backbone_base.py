@@ -29,7 +29,7 @@ def test_out_indices_accept_negatives_and_leave_the_callers_list_alone():
     indices = [-1, 1]
     model = CrossFormer(arch=TINY, out_indices=indices).eval()
     assert indices == [-1, 1]
-    assert model.out_indices == (3, 1) and model.out_channels == [256, 64]
+    assert model.out_indices == (1, 3) and model.out_channels == [64, 256]  # stage order, as the maps
     with torch.no_grad():
         outs = model(torch.randn(1, 3, 64, 64))
     assert [o.shape[1] for o in outs] == [64, 256]  # in stage order
@@ -125,3 +125,13 @@ def test_scoped_type_builds_from_mmdet_mmseg_and_plain_registries(scope):
         from mmhybrid.registry import MODELS
     model = MODELS.build(dict(type='mmhybrid.CrossFormer', arch=TINY))
     assert isinstance(model, CrossFormer)
+
+
+@pytest.mark.parametrize('family', ['CrossFormer', 'Conv2Former', 'CloFormer', 'Conformer', 'CvT'])
+def test_out_channels_and_strides_follow_the_returned_maps_for_unordered_out_indices(family):
+    from mmhybrid.registry import MODELS
+    backbone = MODELS.build(dict(type=f'mmhybrid.{family}', out_indices=(-1, 1))).eval()
+    with torch.no_grad():
+        outs = backbone(torch.randn(1, 3, 64, 64))
+    assert [o.shape[1] for o in outs] == backbone.out_channels
+    assert [64 // o.shape[-1] for o in outs] == backbone.out_strides

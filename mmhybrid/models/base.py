@@ -135,7 +135,8 @@ class HybridBackbone(BaseModule):
             stage_strides: stride of every stage output.
         """
         num = len(self.stage_modules())
-        self.out_indices = normalize_indices(self._out_indices_arg, num)
+        # maps come back in stage order, whatever order out_indices lists them in
+        self.out_indices = tuple(sorted(normalize_indices(self._out_indices_arg, num)))
         if not -1 <= self.frozen_stages <= num:
             raise ValueError(f'frozen_stages must be in -1..{num}, got {self.frozen_stages}.')
         self.stage_channels = tuple(stage_channels)
@@ -144,12 +145,12 @@ class HybridBackbone(BaseModule):
 
     @property
     def out_channels(self) -> List[int]:
-        """Channels of each returned map, in ``out_indices`` order."""
+        """Channels of each returned map (stage order)."""
         return [self.stage_channels[i] for i in self.out_indices]
 
     @property
     def out_strides(self) -> List[int]:
-        """Stride of each returned map, in ``out_indices`` order."""
+        """Stride of each returned map (stage order)."""
         return [self.stage_strides[i] for i in self.out_indices]
 
     def _frozen_modules(self) -> List[nn.Module]:
