@@ -94,7 +94,7 @@ def test_batch_items_are_independent():
 
 def test_out_indices_subset_returns_the_chosen_stages_in_stage_order():
     model = Conv2Former(arch=TINY, out_indices=(-3, 0)).eval()
-    assert model.out_indices == (1, 0) and model.out_channels == [32, 16]
+    assert model.out_indices == (0, 1) and model.out_channels == [16, 32]   # stage order, as the maps
     with torch.no_grad():
         outs = model(torch.randn(1, 3, 64, 64))
     assert [o.shape[1] for o in outs] == [16, 32]   # stage order
