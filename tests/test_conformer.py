@@ -211,7 +211,7 @@ def test_batch_items_are_independent():
 
 def test_out_indices_subset_returns_the_chosen_stages_in_stage_order():
     model = Conformer(arch=TINY, out_indices=(-1, 1)).eval()
-    assert model.out_indices == (3, 1) and model.out_channels == [64, 32]
+    assert model.out_indices == (1, 3) and model.out_channels == [32, 64]   # stage order, as the maps
     with torch.no_grad():
         outs = model(torch.randn(1, 3, 64, 64))
     assert [tuple(o.shape[1:]) for o in outs] == [(32, 8, 8), (64, 2, 2)]   # stage order

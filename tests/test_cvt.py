@@ -226,7 +226,7 @@ def test_batch_items_are_independent():
 
 def test_out_indices_subset_and_negative_indices():
     model = CvT(arch=TINY, extra_stage=True, out_indices=(-1, 1)).eval()
-    assert model.out_indices == (3, 1) and model.out_channels == [96, 32]
+    assert model.out_indices == (1, 3) and model.out_channels == [32, 96]   # stage order, as the maps
     with torch.no_grad():
         outs = model(torch.randn(1, 3, 64, 64))
     assert [o.shape[1] for o in outs] == [32, 96]   # stage order
