@@ -1,46 +1,9 @@
 # Mask R-CNN + FPN with a CvT-21 backbone, COCO, 1x schedule.
-# No dense-prediction result has been published for CvT, so there is no number
-# to reproduce: this is the recipe used here, the optimizer of mmdet's Swin-T
-# Mask R-CNN 1x (AdamW lr 1e-4, wd 0.05) with the official CvT no-decay rule
-# (BatchNorm, LayerNorm, biases and the class token), single-scale 1333x800,
-# batch 16, 1x.
-_base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
-
-custom_imports = dict(imports=['mmhybrid'], allow_failed_imports=False)
+# The CvT-13 config's recipe with CvT-21 (same widths: the heads are unchanged).
+_base_ = './mask_rcnn_cvt_13_coco.py'
 
 model = dict(
     backbone=dict(
-        _delete_=True,
-        type='mmhybrid.CvT',
         arch='21',
-        # official ImageNet setting: a linear ramp to 0.1 in the last stage only
-        drop_path_rate=0.1,
-        # stride-32 level: one CvT token embedding (3x3 conv s2 + LayerNorm,
-        # 384 -> 768) after the three official stages; new, not in the file
-        extra_stage=True,
-        # BatchNorms of the attention projections keep the ImageNet statistics
-        # (2 images per GPU give poor batch statistics)
-        norm_eval=True,
-        # The official ImageNet-1k file CvT-21-224x224-IN-1k.pth (a plain
-        # state dict), renamed; the converter accepts it as downloaded.
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/cvt-21.pth')),
-    # CvT-21 widths 64, 192, 384 and the stride-32 level's 768, strides
-    # 4-32 into FPN (P6 by max-pooling P5).
-    neck=dict(in_channels=[64, 192, 384, 768]))
-
-# AdamW lr 1e-4, wd 0.05 for 16 images per iteration (8 GPUs x 2); no weight
-# decay on norms (BatchNorm and LayerNorm), biases and the class token, the
-# rule of the official CvT training code. 1x schedule (12 epochs, steps at 8
-# and 11, 500-iter warmup) from the base.
-optim_wrapper = dict(
-    optimizer=dict(
-        _delete_=True,
-        type='AdamW',
-        lr=1e-4,
-        betas=(0.9, 0.999),
-        weight_decay=0.05),
-    paramwise_cfg=dict(
-        norm_decay_mult=0.,
-        bias_decay_mult=0.,
-        custom_keys={'cls_token': dict(decay_mult=0.)}))
-auto_scale_lr = dict(enable=False, base_batch_size=16)
+        # the official ImageNet-1k file CvT-21-224x224-IN-1k.pth
+        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/cvt-21.pth')))
