@@ -135,3 +135,32 @@ def test_out_channels_and_strides_follow_the_returned_maps_for_unordered_out_ind
         outs = backbone(torch.randn(1, 3, 64, 64))
     assert [o.shape[1] for o in outs] == backbone.out_channels
     assert [64 // o.shape[-1] for o in outs] == backbone.out_strides
+
+
+SMALL_ARCH = {
+    'CrossFormer': dict(embed_dims=32, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8)),
+    'Conv2Former': dict(embed_dims=(16, 32, 48, 64), depths=(1, 1, 1, 1), kernel_size=5),
+    'CloFormer': 'xxs',
+    'Conformer': dict(patch_size=16, channel_ratio=1, base_channels=16, embed_dims=32, num_heads=2, depth=6),
+    'CvT': dict(embed_dims=(16, 32, 48), depths=(1, 2, 2), num_heads=(1, 2, 3)),
+}
+
+
+@pytest.mark.parametrize('family', list(SMALL_ARCH))
+def test_stages_after_the_last_output_are_not_run(family):
+    """out_indices=(0, 1) computes the first two stages only, with the same maps as a full run."""
+    from mmhybrid.registry import MODELS
+    full = MODELS.build(dict(type=f'mmhybrid.{family}', arch=SMALL_ARCH[family])).eval()
+    early = MODELS.build(dict(type=f'mmhybrid.{family}', arch=SMALL_ARCH[family], out_indices=(0, 1))).eval()
+    early.load_state_dict(full.state_dict())
+    ran = []
+    for k, stage in enumerate(early.stage_modules()):
+        for m in stage.modules():
+            if not list(m.children()):
+                m.register_forward_hook(lambda *_, k=k: ran.append(k))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        maps, first_two = full(x), early(x)
+    assert set(ran) == {0, 1}
+    for a, b in zip(maps[:2], first_two):  # (oneDNN may pick other kernels: float noise only)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * a.abs().max().item())

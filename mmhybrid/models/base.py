@@ -83,7 +83,9 @@ class HybridBackbone(BaseModule):
 
     Args:
         in_channels (int): Number of input image channels.
-        out_indices (Sequence[int]): Stages whose outputs are returned.
+        out_indices (Sequence[int]): Stages whose outputs are returned. Stages after
+            the last of them do not run (with DDP their parameters get no gradient:
+            drop them from the optimizer or use ``find_unused_parameters=True``).
         frozen_stages (int): -1 freezes nothing, 0 the stem, k the stem and
             stages 0..k-1.
         norm_eval (bool): Keep BatchNorm layers in eval mode during training.

@@ -444,7 +444,7 @@ class CloFormer(HybridBackbone):
         self.check_input(x)
         x = self.patch_embed(x.contiguous(memory_format=torch.channels_last))
         outs = []
-        for i, layer in enumerate(self.layers):
+        for i, layer in enumerate(self.layers[:self.out_indices[-1] + 1]):  # no stage after the last output
             for block in layer.blocks:
                 mid, x = self.run_block(block, x)
             if i in self.out_indices:

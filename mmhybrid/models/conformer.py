@@ -476,7 +476,11 @@ class Conformer(HybridBackbone):
         x_t = self.trans_patch_conv(pad_bottom_right(x_base, dw, dw)).flatten(2).transpose(1, 2)
         x_t = self.run_block(self.trans_1, torch.cat([self.cls_token.expand(b, -1, -1), x_t], dim=1))
         outs = []
+        # no block after the last output stage, unless the final tokens are wanted
+        last = self.depth if self.with_tokens else self.stage_ends[self.out_indices[-1]]
         for i, block in zip(self.block_ids, self.blocks()):
+            if i > last:
+                break
             x, x_t = self.run_block(block, x, x_t, grid)
             if i in self.stage_ends and self.stage_ends.index(i) in self.out_indices:
                 outs.append(x.contiguous())

@@ -415,7 +415,7 @@ class Conv2Former(HybridBackbone):
         self.check_input(x)
         x = x.contiguous(memory_format=torch.channels_last)
         outs = []
-        for i in range(len(self.stages)):
+        for i in range(self.out_indices[-1] + 1):  # later stages would be computed for nothing
             x = self.downsample_layers[i](x)
             for block in self.stages[i]:
                 x = self.run_block(block, x)

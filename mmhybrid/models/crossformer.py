@@ -423,6 +423,8 @@ class CrossFormer(HybridBackbone):
                 x = self.run_block(block, x, lda if j % 2 else sda)
             if i in self.out_indices:
                 outs.append(x.permute(0, 3, 1, 2).contiguous())
+            if i == self.out_indices[-1]:  # later stages would be computed for nothing
+                break
             if stage.downsample is not None:
                 x = stage.downsample(x)
         return tuple(outs)
