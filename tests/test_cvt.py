@@ -173,6 +173,29 @@ def test_class_token_is_a_key_of_the_last_stage_but_not_an_output():
     assert (before[2] - after[2]).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize('extra_stage,out_indices', [(False, (0, 1, 2)), (False, (0, )), (True, (3, ))])
+def test_with_tokens_returns_the_last_blocks_class_token_and_the_last_official_stage(extra_stage, out_indices):
+    """What the official classifier reads: the class token after the last block of the last
+    official stage (every official stage runs, whatever out_indices asks for)."""
+    model = CvT(arch=TINY, extra_stage=extra_stage, out_indices=out_indices, with_tokens=True).eval()
+    seen = {}
+    model.stage2.blocks[-1].register_forward_hook(lambda m, i, o: seen.__setitem__('last', o))
+    with torch.no_grad():
+        *maps, (patches, cls) = model(torch.randn(2, 3, 64, 80))
+    assert len(maps) == len(out_indices)
+    assert [m.shape[1] for m in maps] == [model.stage_channels[i] for i in out_indices]
+    torch.testing.assert_close(cls, seen['last'][:, 0], rtol=0, atol=0)
+    assert patches.shape == (2, 48, 4, 5) and cls.shape == (2, 48)
+    torch.testing.assert_close(patches.flatten(2).transpose(1, 2), seen['last'][:, 1:], rtol=0, atol=0)
+
+
+def test_with_tokens_without_class_token_returns_none_for_it():
+    model = CvT(arch=dict(TINY, cls_token=False), with_tokens=True).eval()
+    with torch.no_grad():
+        *maps, (patches, cls) = model(torch.randn(1, 3, 64, 64))
+    assert cls is None and torch.equal(patches, maps[-1])
+
+
 def test_get_flops_counts_the_attention():
     """tools/analysis/get_flops.py counts the fused kernel: 4 * queries * keys * width per block."""
     spec = importlib.util.spec_from_file_location('cvt_get_flops', ROOT / 'tools/analysis/get_flops.py')

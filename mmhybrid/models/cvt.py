@@ -286,6 +286,11 @@ class CvT(HybridBackbone):
             (the official network).
         extra_dims (int, optional): Width of the stride-32 level. Default: twice the
             last stage's width (768 for 13 and 21).
+        with_tokens (bool): Also return the last official stage's final tokens, as
+            one more item ``(patch_tokens, cls_token)``: the patch tokens as a
+            ``(B, C, ceil(H / 16), ceil(W / 16))`` map and the class token ``(B, C)``
+            (None for an arch without class token), both without a norm; what the
+            official classifier reads. Every official stage then runs. Default: False.
         out_indices (Sequence[int], optional): Levels to return. Default: all.
         frozen_stages (int): -1 none, 0 the stride-4 embedding (``stage0.patch_embed``),
             k that and stages 0..k-1 (with their class token). Default: -1.
@@ -314,6 +319,7 @@ class CvT(HybridBackbone):
                  drop_path_rate: Union[None, float, Sequence[float]] = None,
                  extra_stage: bool = False,
                  extra_dims: Optional[int] = None,
+                 with_tokens: bool = False,
                  out_indices: Optional[Sequence[int]] = None,
                  frozen_stages: int = -1,
                  norm_eval: bool = True,
@@ -353,6 +359,7 @@ class CvT(HybridBackbone):
             widths.append(extra_dims)
             strides.append(stride * self.later_patch[1])
         self.extra_stage = extra_stage
+        self.with_tokens = with_tokens
         self._finish_init(widths, strides)
 
     def stem_modules(self) -> List[nn.Module]:
@@ -397,14 +404,18 @@ class CvT(HybridBackbone):
                   'initial values.', logger='current')
         return {**state, **own}
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        """``(B, C, H, W)`` -> maps of ``ceil(H / s) x ceil(W / s)`` for the levels in ``out_indices``."""
+    def forward(self, x: torch.Tensor) -> Tuple:
+        """``(B, C, H, W)`` -> maps of ``ceil(H / s) x ceil(W / s)`` for the levels in ``out_indices``
+        (and, with ``with_tokens``, ``(patch_tokens, cls_token)`` last)."""
         self.check_input(x)
         # channels_last: every convolution then returns (B, H, W, C) memory, which is
         # the token layout, so no map is copied between convolutions and tokens
         x = pad_bottom_right(x, 4, 4).contiguous(memory_format=torch.channels_last)
-        outs = []
-        for i, stage in enumerate(self.stage_modules()[:max(self.out_indices) + 1]):
+        last = max(self.out_indices)
+        if self.with_tokens:
+            last = max(last, self.num_official_stages - 1)
+        outs, cls = [], None
+        for i, stage in enumerate(self.stage_modules()[:last + 1]):
             tokens = stage.patch_embed(x)  # (B, H, W, C)
             b, h, w, c = tokens.shape
             tokens = tokens.reshape(b, h * w, c)
@@ -417,4 +428,8 @@ class CvT(HybridBackbone):
             x = tokens[:, num_cls:].unflatten(1, (h, w)).permute(0, 3, 1, 2)  # NCHW view
             if i in self.out_indices:
                 outs.append(x.contiguous())
+            if i == self.num_official_stages - 1:
+                patches, cls = x, (tokens[:, 0] if num_cls else None)
+        if self.with_tokens:
+            outs.append((patches.contiguous(), cls))
         return tuple(outs)
