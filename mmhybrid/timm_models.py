@@ -32,8 +32,7 @@ fails at ``create_model`` with a message naming it.
 import dataclasses
 import logging
 import warnings
-from functools import partial
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -64,8 +63,26 @@ IMAGENET_INCEPTION = dict(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 
 
 # --------------------------------------------------------------------------------------
-# Classification head
+# Classification heads
 # --------------------------------------------------------------------------------------
+def _init_head_module(m: nn.Module) -> None:
+    """timm/official init of a classifier part: truncated normal 0.02 for conv/Linear, unit norms."""
+    if isinstance(m, (nn.Conv2d, nn.Linear)):
+        trunc_normal_(m.weight, std=0.02)
+        nn.init.zeros_(m.bias)
+    else:
+        m.reset_parameters()
+
+
+def _linear(in_dims: int, num_classes: int) -> nn.Module:
+    """A new classifier Linear (Identity for 0 classes)."""
+    if num_classes <= 0:
+        return nn.Identity()
+    fc = nn.Linear(in_dims, num_classes)
+    _init_head_module(fc)
+    return fc
+
+
 class PoolClassifier(nn.Module):
     """Optional 1x1 conv + GELU, channel LayerNorm, global average pool, dropout, Linear.
 
@@ -82,6 +99,11 @@ class PoolClassifier(nn.Module):
         norm_eps (float): LayerNorm epsilon. Default: 1e-5.
     """
 
+    #: the Linear layers a new number of classes replaces
+    classifier_names = ('fc', )
+    #: whether the model's features are ``(last map, class token)`` instead of the last map
+    reads_tokens = False
+
     def __init__(self, in_dims: int, num_classes: int, drop_rate: float = 0.0,
                  hidden_dims: Optional[int] = None, norm_eps: float = 1e-5):
         super().__init__()
@@ -90,25 +112,22 @@ class PoolClassifier(nn.Module):
         self.act = nn.GELU() if hidden_dims else None
         self.norm = LayerNorm2d(self.hidden_size, eps=norm_eps)
         self.drop = nn.Dropout(drop_rate)
-        self.fc = nn.Identity()
-        self.reset(num_classes)
+        self.fc = _linear(self.hidden_size, num_classes)
         for m in (self.conv, self.norm):
             if m is not None:
-                self._init(m)
+                _init_head_module(m)
 
-    @staticmethod
-    def _init(m: nn.Module) -> None:
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            trunc_normal_(m.weight, std=0.02)
-            nn.init.zeros_(m.bias)
-        else:
-            m.reset_parameters()
+    @classmethod
+    def from_backbone(cls, backbone: nn.Module, num_classes: int, drop_rate: float, **kwargs) -> 'PoolClassifier':
+        """The classifier for ``backbone``'s last stage map."""
+        return cls(backbone.stage_channels[-1], num_classes, drop_rate, **kwargs)
 
     def reset(self, num_classes: int) -> None:
         """Replace the final Linear by a new one for ``num_classes`` (Identity for 0)."""
-        self.fc = nn.Linear(self.hidden_size, num_classes) if num_classes > 0 else nn.Identity()
-        if num_classes > 0:
-            self._init(self.fc)
+        self.fc = _linear(self.hidden_size, num_classes)
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
 
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """``(B, C, H, W)`` last stage map -> logits ``(B, classes)`` (or pooled ``(B, hidden)``)."""
@@ -116,6 +135,114 @@ class PoolClassifier(nn.Module):
             x = self.act(self.conv(x))
         x = self.drop(self.norm(x).mean((2, 3)))
         return x if pre_logits else self.fc(x)
+
+
+class CvTClassifier(nn.Module):
+    """CvT's official classifier: LayerNorm on the last stage's class token, then ``head``.
+
+    For an arch without class token the official model normalises every token of
+    the last stage and averages them; so does this head.
+
+    Args:
+        in_dims (int): Width of the last official stage.
+        num_classes (int): Classes; 0 leaves the normalised token (``fc`` is Identity).
+        drop_rate (float): Dropout before ``fc`` (the official model has none). Default: 0.
+        norm_eps (float): LayerNorm epsilon (official: 1e-5).
+    """
+
+    classifier_names = ('fc', )
+    reads_tokens = True
+
+    def __init__(self, in_dims: int, num_classes: int, drop_rate: float = 0.0, norm_eps: float = 1e-5):
+        super().__init__()
+        self.hidden_size = in_dims
+        self.norm = nn.LayerNorm(in_dims, eps=norm_eps)
+        self.drop = nn.Dropout(drop_rate)
+        self.fc = _linear(in_dims, num_classes)
+
+    @classmethod
+    def from_backbone(cls, backbone: nn.Module, num_classes: int, drop_rate: float, **kwargs) -> 'CvTClassifier':
+        """The classifier of ``backbone``'s last official stage; the dense-only stride-32 level is refused."""
+        if getattr(backbone, 'extra_stage', False):
+            raise ValueError('The CvT classifier reads the last official stage; extra_stage=True adds a '
+                             'stride-32 level for dense heads only. Use extra_stage with features_only=True.')
+        return cls(backbone.stage_channels[backbone.num_official_stages - 1], num_classes, drop_rate, **kwargs)
+
+    def reset(self, num_classes: int) -> None:
+        """Replace the final Linear by a new one for ``num_classes`` (Identity for 0)."""
+        self.fc = _linear(self.hidden_size, num_classes)
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def forward(self, features: Tuple[torch.Tensor, Optional[torch.Tensor]], pre_logits: bool = False):
+        """``(last stage map, class token or None)`` -> logits ``(B, classes)`` (or ``(B, C)`` features)."""
+        last_map, cls_token = features
+        if cls_token is not None:
+            x = self.norm(cls_token)
+        else:
+            x = self.norm(last_map.flatten(2).transpose(1, 2)).mean(1)
+        x = self.drop(x)
+        return x if pre_logits else self.fc(x)
+
+
+class ConformerClassifier(nn.Module):
+    """Conformer's two official classifiers, one per branch, whose logits are summed.
+
+    ``conv_cls_head`` reads the average-pooled last CNN map and ``trans_cls_head``
+    the class token after ``trans_norm`` (LayerNorm, eps 1e-5). The official model
+    returns both logits, trains each with half the loss and reports the accuracy
+    of their sum; ``forward`` returns the sum, :meth:`forward_heads` both.
+    ``pre_logits`` gives the two inputs concatenated: ``(B, C3 + embed_dims)``.
+
+    Args:
+        conv_dims (int): Channels of the last CNN map.
+        embed_dims (int): Width of the transformer branch.
+        num_classes (int): Classes; 0 leaves the concatenated features.
+        drop_rate (float): Dropout before both Linears (the official model has none). Default: 0.
+    """
+
+    classifier_names = ('conv_cls_head', 'trans_cls_head')
+    reads_tokens = True
+
+    def __init__(self, conv_dims: int, embed_dims: int, num_classes: int, drop_rate: float = 0.0):
+        super().__init__()
+        self.conv_dims, self.embed_dims = conv_dims, embed_dims
+        self.hidden_size = conv_dims + embed_dims
+        self.trans_norm = nn.LayerNorm(embed_dims)
+        self.drop = nn.Dropout(drop_rate)
+        self.reset(num_classes)
+
+    @classmethod
+    def from_backbone(cls, backbone: nn.Module, num_classes: int, drop_rate: float,
+                      **kwargs) -> 'ConformerClassifier':
+        return cls(backbone.stage_channels[-1], backbone.embed_dims, num_classes, drop_rate, **kwargs)
+
+    def reset(self, num_classes: int) -> None:
+        """New Linears for ``num_classes`` on both branches (Identity for 0)."""
+        self.num_classes = max(num_classes, 0)
+        self.conv_cls_head = _linear(self.conv_dims, num_classes)
+        self.trans_cls_head = _linear(self.embed_dims, num_classes)
+
+    def get_classifier(self) -> Tuple[nn.Module, nn.Module]:
+        return self.conv_cls_head, self.trans_cls_head
+
+    def _inputs(self, features: Tuple[torch.Tensor, torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+        last_map, cls_token = features
+        return self.drop(last_map.mean((2, 3))), self.drop(self.trans_norm(cls_token))
+
+    def forward_heads(self, features: Tuple[torch.Tensor, torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(last CNN map, class token)`` -> ``(conv_cls, trans_cls)``, the official model's two outputs."""
+        pooled, token = self._inputs(features)
+        return self.conv_cls_head(pooled), self.trans_cls_head(token)
+
+    def forward(self, features: Tuple[torch.Tensor, torch.Tensor], pre_logits: bool = False) -> torch.Tensor:
+        """``(last CNN map, class token)`` -> summed logits (or, with ``pre_logits`` or 0 classes,
+        the concatenated head inputs)."""
+        if pre_logits or not self.num_classes:
+            return torch.cat(self._inputs(features), dim=1)
+        conv_cls, trans_cls = self.forward_heads(features)
+        return conv_cls + trans_cls
 
 
 # --------------------------------------------------------------------------------------
@@ -130,10 +257,13 @@ class TimmFamily:
             is created.
         variants: timm name -> ``arch``, or -> dict of backbone arguments with ``arch``
             (the other keys are defaults a caller may override).
-        head: builder ``(in_dims, num_classes, drop_rate) -> module`` with ``fc``,
-            ``hidden_size``, ``reset(num_classes)`` and ``forward(x, pre_logits)``
-            (e.g. :class:`PoolClassifier`); None: no classifier, the model returns the
-            multi-scale maps.
+        head: the classifier class (:class:`PoolClassifier`, :class:`CvTClassifier`,
+            :class:`ConformerClassifier`): ``from_backbone(backbone, num_classes,
+            drop_rate, **head_args)``, ``hidden_size``, ``classifier_names``,
+            ``reads_tokens``, ``reset(num_classes)``, ``get_classifier()`` and
+            ``forward(features, pre_logits)``; None: no classifier, the model returns
+            the multi-scale maps.
+        head_args: extra arguments of ``head.from_backbone`` (e.g. ``norm_eps``).
         head_keys: official head module name -> module name inside ``head``, used to
             take the classifier weights from official checkpoints.
         containers: checkpoint containers in the order the family's converter prefers
@@ -145,7 +275,8 @@ class TimmFamily:
     """
     backbone: str
     variants: Dict[str, Union[str, dict]]
-    head: Optional[Callable[..., nn.Module]] = None
+    head: Optional[type] = None
+    head_args: Dict[str, Any] = dataclasses.field(default_factory=dict)
     head_keys: Dict[str, str] = dataclasses.field(default_factory=dict)
     containers: Optional[Tuple[str, ...]] = None
     params: Dict[str, float] = dataclasses.field(default_factory=dict)
@@ -157,7 +288,7 @@ FAMILIES: Tuple[TimmFamily, ...] = (
         'CrossFormer',
         {'crossformer_t': 'tiny', 'crossformer_s': 'small', 'crossformer_b': 'base', 'crossformer_l': 'large'},
         # official models/crossformer.py: norm (nn.LayerNorm) -> avgpool -> head (Linear)
-        head=partial(PoolClassifier, norm_eps=1e-5),
+        head=PoolClassifier, head_args=dict(norm_eps=1e-5),
         head_keys={'norm': 'norm', 'head': 'fc'},
         params={'crossformer_t': 27.8, 'crossformer_s': 30.7, 'crossformer_b': 52.0, 'crossformer_l': 92.0},
         # Swin-style evaluation of the official repo: resize 256/224, centre crop, bicubic
@@ -169,7 +300,7 @@ FAMILIES: Tuple[TimmFamily, ...] = (
          'conv2former_b_22k': dict(arch='base', kernel_size=7), 'conv2former_l': 'large'},
         # official models/conv2former.py: head = [1x1 conv to 1280, GELU, channels-first
         # LayerNorm(eps 1e-6)] on the map -> mean over H, W -> pred (Linear)
-        head=partial(PoolClassifier, hidden_dims=1280, norm_eps=1e-6),
+        head=PoolClassifier, head_args=dict(hidden_dims=1280, norm_eps=1e-6),
         head_keys={'head.0': 'conv', 'head.2': 'norm', 'pred': 'fc'},
         containers=CONV2FORMER_CONTAINERS,
         params={'conv2former_n': 15.0, 'conv2former_t': 26.7, 'conv2former_s': 50.0, 'conv2former_b': 90.0,
@@ -178,20 +309,35 @@ FAMILIES: Tuple[TimmFamily, ...] = (
         # timm's vision_transformer._cfg(): mean/std 0.5, crop 0.9, bicubic
         cfg=dict(crop_pct=0.9, interpolation='bicubic', **IMAGENET_INCEPTION,
                  paper_ids='arXiv:2211.11943', origin_url='https://github.com/HVision-NKU/Conv2Former')),
-    # The dense backbones of the next three do not return what their official
-    # classifiers read (Conformer: the transformer branch's class token next to the
-    # CNN map; CvT: the last stage's class token), and CloFormer never released
-    # weights: these are feature models only. Data configs: timm's ImageNet defaults.
     TimmFamily(
         'Conformer',
         {'conformer_t_p16': 'tiny', 'conformer_s_p16': 'small', 'conformer_s_p32': 'small_p32',
          'conformer_b_p16': 'base'},
-        cfg=dict(paper_ids='arXiv:2105.03889',
+        # official conformer.py: conv_cls_head on the average-pooled last CNN map and
+        # trans_cls_head on trans_norm(class token); the reported prediction is their sum.
+        # mmpretrain keeps trans_norm in its backbone and the two Linears under head.
+        head=ConformerClassifier,
+        head_keys={'trans_norm': 'trans_norm', 'backbone.trans_norm': 'trans_norm',
+                   'conv_cls_head': 'conv_cls_head', 'trans_cls_head': 'trans_cls_head'},
+        # the official README's counts (S/32 has no published classifier count)
+        params={'conformer_t_p16': 23.5, 'conformer_s_p16': 37.7, 'conformer_b_p16': 83.3},
+        # the official evaluation (DeiT's): resize 256/224 bicubic, centre crop, ImageNet mean/std
+        cfg=dict(crop_pct=0.875, interpolation='bicubic', **IMAGENET_DEFAULT, paper_ids='arXiv:2105.03889',
                  origin_url='https://github.com/pengzhiliang/Conformer')),
     TimmFamily(
         'CvT',
         {'cvt_13': '13', 'cvt_21': '21', 'cvt_w24': 'w24'},
-        cfg=dict(paper_ids='arXiv:2103.15808', origin_url='https://github.com/microsoft/CvT')),
+        # official cls_cvt.py: norm (LayerNorm, eps 1e-5) on the last stage's class token
+        # -> head; HuggingFace's CvtForImageClassification calls them layernorm/classifier
+        head=CvTClassifier, head_args=dict(norm_eps=1e-5),
+        head_keys={'norm': 'norm', 'head': 'fc', 'layernorm': 'norm', 'classifier': 'fc'},
+        params={'cvt_13': 20.0, 'cvt_21': 31.6, 'cvt_w24': 277.2},
+        # the official test transform: resize to 224 / 0.875, centre crop, ImageNet mean/std
+        # (bicubic, as HuggingFace's CvT image processors)
+        cfg=dict(crop_pct=0.875, interpolation='bicubic', **IMAGENET_DEFAULT, pool_size=(14, 14),
+                 paper_ids='arXiv:2103.15808',
+                 origin_url='https://github.com/microsoft/CvT')),
+    # CloFormer never released weights (nor a classifier to reproduce): feature model only.
     TimmFamily(
         'CloFormer',
         {'cloformer_xxs': 'xxs', 'cloformer_xs': 'xs', 'cloformer_s': 's'},
@@ -220,6 +366,10 @@ class HybridTimmModel(nn.Module):
     ``num_classes=0``), else the backbone's multi-scale maps. ``forward_intermediates``
     (used by ``features_only=True``) returns the stage maps. Weights: ``backbone.*``
     are the backbone's own names, ``head.*`` the classifier.
+
+    ``forward_features`` returns what the classifier reads: the last stage map, or
+    for a classifier on the class token (Conformer, CvT) the pair ``(last stage
+    map, class token)``; the backbone then runs with ``with_tokens=True``.
 
     Args:
         family (TimmFamily): The family's table entry.
@@ -256,6 +406,9 @@ class HybridTimmModel(nn.Module):
         self.arch_name = arch if isinstance(arch, str) else 'custom'
         self.in_chans = in_chans
         self.drop_rate = drop_rate
+        self.reads_tokens = bool(with_head and family.head is not None and family.head.reads_tokens)
+        if self.reads_tokens:
+            backbone_kwargs['with_tokens'] = True
         self.backbone = self._build_backbone(backbone_cls, dict(arch=arch, in_channels=in_chans,
                                                                 drop_path_rate=drop_path_rate, **backbone_kwargs))
         if random_init:
@@ -266,7 +419,7 @@ class HybridTimmModel(nn.Module):
                  index=i)
             for i, (stage, c, s) in enumerate(zip(self.backbone.stage_modules(), channels, strides))]
         self.num_features = channels[-1]
-        self.head = family.head(self.num_features, num_classes, drop_rate) \
+        self.head = family.head.from_backbone(self.backbone, num_classes, drop_rate, **family.head_args) \
             if with_head and family.head is not None else None
         self.num_classes = num_classes if self.head is not None else 0
         self.head_hidden_size = self.head.hidden_size if self.head is not None else self.num_features
@@ -282,12 +435,21 @@ class HybridTimmModel(nn.Module):
         return backbone
 
     # -- timm model interface -------------------------------------------------------
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The last stage map, NCHW (what the classifier reads)."""
-        return self.backbone(x)[-1]
+    def _run(self, x: torch.Tensor):
+        """The backbone: (every stage map, ``(patch_tokens, cls_token)`` or None)."""
+        outs = self.backbone(x)
+        n = len(self.feature_info)
+        return tuple(outs[:n]), (outs[n] if len(outs) > n else None)
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Classifier on the last stage map; ``pre_logits`` stops before the final Linear."""
+    def forward_features(self, x: torch.Tensor):
+        """What the classifier reads: the last stage map (NCHW), or ``(last stage map, class token)``."""
+        maps, tokens = self._run(x)
+        if self.reads_tokens and self.head is not None:
+            return maps[-1], tokens[1]
+        return maps[-1]
+
+    def forward_head(self, x, pre_logits: bool = False) -> torch.Tensor:
+        """Classifier on ``forward_features``' output; ``pre_logits`` stops before the final Linear(s)."""
         if self.head is None:
             raise RuntimeError(f'This {self.family.backbone} model has no classification head.')
         return self.head(x, pre_logits=pre_logits)
@@ -295,7 +457,7 @@ class HybridTimmModel(nn.Module):
     def forward(self, x: torch.Tensor):
         """Logits (or pooled features), or the backbone's multi-scale maps when there is no head."""
         if self.head is None:
-            return self.backbone(x)
+            return self._run(x)[0]
         return self.forward_head(self.forward_features(x))
 
     def forward_intermediates(self, x: torch.Tensor, indices: Optional[Union[int, Sequence[int]]] = None,
@@ -308,7 +470,8 @@ class HybridTimmModel(nn.Module):
             indices: stages to return: None all, an int n the last n, or a sequence
                 (negatives count from the end).
             norm: not supported (the dense backbones have no final norm).
-            stop_early: accepted for timm; the backbone always runs every stage.
+            stop_early: accepted for timm; the backbone runs up to its last output
+                stage (all of them unless :meth:`prune_intermediate_layers` cut them).
             output_fmt: only 'NCHW'.
             intermediates_only: return only the maps.
 
@@ -320,20 +483,33 @@ class HybridTimmModel(nn.Module):
         if norm:
             raise ValueError('mmhybrid backbones return the stage maps without a final norm; use norm=False.')
         take, _ = feature_take_indices(len(self.feature_info), indices)
-        maps = self.backbone(x)
+        maps = self._run(x)[0]
+        if max(take) >= len(maps):
+            raise ValueError(f'This model was pruned to stages 0..{len(maps) - 1} '
+                             f'(prune_intermediate_layers); stage {max(take)} no longer runs.')
         intermediates = [maps[i] for i in take]
         return intermediates if intermediates_only else (maps[-1], intermediates)
 
     def prune_intermediate_layers(self, indices: Optional[Union[int, Sequence[int]]] = 1,
                                   prune_norm: bool = False, prune_head: bool = True) -> List[int]:
-        """Drop the classifier (``prune_head``) and return the absolute stage indices."""
-        take, _ = feature_take_indices(len(self.feature_info), indices)
+        """Stop the backbone after the last stage in ``indices``, drop the classifier
+        (``prune_head``) and return the absolute stage indices.
+
+        timm's ``features_only`` wrapper calls this, so ``out_indices=(0, 1)`` runs two
+        stages. The later stages keep their weights (a full checkpoint still loads) but
+        no longer run.
+        """
+        take, max_index = feature_take_indices(len(self.feature_info), indices)
         if prune_head:
-            self.head, self.num_classes = None, 0
+            self.head, self.num_classes, self.reads_tokens = None, 0, False
+            if hasattr(self.backbone, 'with_tokens'):
+                self.backbone.with_tokens = False
+            self.backbone.out_indices = tuple(range(max_index + 1))
         return take
 
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc if self.head is not None else nn.Identity()
+    def get_classifier(self):
+        """The final Linear (Conformer: the pair of them), or Identity without classifier."""
+        return self.head.get_classifier() if self.head is not None else nn.Identity()
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         """New final Linear for ``num_classes`` (0: pooled features); the rest of the head is kept."""
@@ -381,11 +557,12 @@ class HybridTimmModel(nn.Module):
                 found[key[5:]] = value
             elif module in self.family.head_keys:
                 found[f'{self.family.head_keys[module]}.{param}'] = value
-        other_classes = [k for k in ('fc.weight', 'fc.bias')
+        linears = [f'{name}.{p}' for name in self.head.classifier_names for p in ('weight', 'bias')]
+        other_classes = [k for k in linears
                          if k in found and k in own and found[k].shape != own[k].shape]
         if other_classes:
-            _logger.info('%s: its classifier has %d classes, this model %d: the final Linear keeps its '
-                         'initial weights.', source, found[other_classes[0]].shape[0], self.num_classes)
+            _logger.info('%s: its classifier has %d classes, this model %d: the final Linear(s) '
+                         'keep their initial weights.', source, found[other_classes[0]].shape[0], self.num_classes)
         absent = [k for k in own if k not in found]
         if absent:
             _logger.warning('%s has no %s classifier weights for %s: they keep their initial values.',
@@ -498,9 +675,12 @@ def _register(name: str, family: TimmFamily, spec: Union[str, dict]) -> None:
     reg = registered_name(name)
     VARIANTS[reg] = (family, spec)
     head = family.head is not None
-    default_cfgs.update(generate_default_cfgs({reg: dict(
-        url='', num_classes=1000 if head else 0, classifier='head.fc' if head else None,
-        input_size=(3, 224, 224), pool_size=(7, 7) if head else None, **family.cfg)}))
+    classifier = tuple(f'head.{n}' for n in family.head.classifier_names) if head else None
+    default_cfgs.update(generate_default_cfgs({reg: {
+        **dict(url='', num_classes=1000 if head else 0,
+               classifier=(classifier[0] if len(classifier) == 1 else classifier) if head else None,
+               input_size=(3, 224, 224), pool_size=(7, 7) if head else None),
+        **family.cfg}}))
 
     def entrypoint(pretrained: bool = False, **kwargs) -> nn.Module:
         return _create(reg, pretrained, **kwargs)

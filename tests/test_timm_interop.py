@@ -27,6 +27,8 @@ NAMES = list(tm.VARIANTS)
 TINY = {
     'CrossFormer': dict(embed_dims=32, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8)),
     'Conv2Former': dict(embed_dims=(16, 32, 48, 64), depths=(1, 1, 1, 1), kernel_size=5),
+    'Conformer': dict(patch_size=16, channel_ratio=1, base_channels=16, embed_dims=32, num_heads=2, depth=6),
+    'CvT': dict(embed_dims=(16, 32, 48), depths=(1, 2, 2), num_heads=(1, 2, 3)),
 }
 
 
@@ -41,21 +43,47 @@ def n_params(module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def official_head(family_name: str, channels: int, num_classes: int = 1000, seed: int = 0) -> dict:
-    """The classifier keys of an official classification checkpoint, random values."""
+def official_head(family_name: str, backbone, num_classes: int = 1000, seed: int = 0) -> dict:
+    """The classifier keys of an official classification checkpoint for ``backbone``, random values."""
     gen = torch.Generator().manual_seed(seed)
+    channels = backbone.stage_channels[-1]
+    if family_name == 'CvT':
+        channels = backbone.stage_channels[backbone.num_official_stages - 1]
+    dims = getattr(backbone, 'embed_dims', None)
     shapes = {
         'CrossFormer': {'norm.weight': (channels, ), 'norm.bias': (channels, ),
                         'head.weight': (num_classes, channels), 'head.bias': (num_classes, )},
         'Conv2Former': {'head.0.weight': (1280, channels, 1, 1), 'head.0.bias': (1280, ),
                         'head.2.weight': (1280, ), 'head.2.bias': (1280, ),
                         'pred.weight': (num_classes, 1280), 'pred.bias': (num_classes, )},
+        'Conformer': {'trans_norm.weight': (dims, ), 'trans_norm.bias': (dims, ),
+                      'trans_cls_head.weight': (num_classes, dims), 'trans_cls_head.bias': (num_classes, ),
+                      'conv_cls_head.weight': (num_classes, channels), 'conv_cls_head.bias': (num_classes, )},
+        'CvT': {'norm.weight': (channels, ), 'norm.bias': (channels, ),
+                'head.weight': (num_classes, channels), 'head.bias': (num_classes, )},
     }[family_name]
     return {k: torch.randn(s, generator=gen) * (0.1 if k.endswith('bias') else 1.0) for k, s in shapes.items()}
 
 
-def official_logits(family_name: str, sd: dict, last_map: torch.Tensor) -> torch.Tensor:
-    """The official classifiers, written out by hand from the official forward code."""
+def official_logits(family_name: str, sd: dict, features) -> torch.Tensor:
+    """The official classifiers, written out by hand from the official forward code.
+
+    ``features``: the last stage map, or for Conformer and CvT ``(last map, class token)``.
+    """
+    if family_name == 'Conformer':  # pooling -> conv_cls_head; trans_norm -> [:, 0] -> trans_cls_head; sum
+        last_map, cls = features
+        conv = F.linear(last_map.mean((2, 3)), sd['conv_cls_head.weight'], sd['conv_cls_head.bias'])
+        token = F.layer_norm(cls, cls.shape[-1:], sd['trans_norm.weight'], sd['trans_norm.bias'], 1e-5)
+        return conv + F.linear(token, sd['trans_cls_head.weight'], sd['trans_cls_head.bias'])
+    if family_name == 'CvT':  # norm (eps 1e-5) on the class token -> head; without one: mean of normed tokens
+        last_map, cls = features
+        if cls is None:
+            tokens = last_map.flatten(2).transpose(1, 2)
+            x = F.layer_norm(tokens, tokens.shape[-1:], sd['norm.weight'], sd['norm.bias'], 1e-5).mean(1)
+        else:
+            x = F.layer_norm(cls, cls.shape[-1:], sd['norm.weight'], sd['norm.bias'], 1e-5)
+        return F.linear(x, sd['head.weight'], sd['head.bias'])
+    last_map = features
     if family_name == 'CrossFormer':  # norm over tokens -> AdaptiveAvgPool1d -> head
         tokens = last_map.flatten(2).transpose(1, 2)
         tokens = F.layer_norm(tokens, tokens.shape[-1:], sd['norm.weight'], sd['norm.bias'], 1e-5)
@@ -74,7 +102,8 @@ def official_state(family_name: str, backbone, num_classes: int = 1000, seed: in
     gen = torch.Generator().manual_seed(seed)
     state = {k: torch.randn(v.shape, generator=gen) * 0.1 if v.is_floating_point() else v
              for k, v in backbone.state_dict().items()}
-    return {**state, **official_head(family_name, backbone.stage_channels[-1], num_classes, seed)}
+    state.update({k: v.abs() + 0.5 for k, v in state.items() if k.endswith('running_var')})
+    return {**state, **official_head(family_name, backbone, num_classes, seed)}
 
 
 def tiny(family_name: str, **kwargs) -> tm.HybridTimmModel:
@@ -131,7 +160,8 @@ def test_every_variant_builds_with_and_without_features_only_like_the_openmmlab_
     if family.head is None:
         assert model.head is None and model.num_classes == 0
     else:
-        assert model.num_classes == 1000 and model.pretrained_cfg['classifier'] == 'head.fc'
+        classifier = [f'head.{n}' for n in family.head.classifier_names]
+        assert model.num_classes == 1000 and model.pretrained_cfg['classifier'] in (classifier[0], tuple(classifier))
         if name in family.params:  # the published count, official classifier included
             assert round(n_params(model) / 1e6, 1) == family.params[name]
 
@@ -186,7 +216,7 @@ def test_official_weights_give_the_official_outputs_through_timm_as_through_open
     openmmlab = MODELS.build(dict(type=f'mmhybrid.{family.backbone}', **fx['project_arch'], drop_path_rate=0.0))
     official = synth.synth_state_dict(fx['keys'])
     if family.head is not None:  # a classification file (the dense fixtures may lack the head)
-        official = {**official_head(family.backbone, openmmlab.stage_channels[-1]), **official}
+        official = {**official_head(family.backbone, openmmlab), **official}
     file = str(tmp_path / 'official.pth')
     torch.save({'model': official}, file)
 
@@ -209,12 +239,20 @@ def test_official_weights_give_the_official_outputs_through_timm_as_through_open
                                   **options).eval()
         own = model.state_dict()
         assert all(torch.equal(own[f'backbone.{k}'], v) for k, v in same.items())
+        filled = set()
         for official_key, ours in family.head_keys.items():
             for param in ('weight', 'bias'):
-                assert torch.equal(own[f'head.{ours}.{param}'], official[f'{official_key}.{param}'])
+                if f'{official_key}.{param}' in official:
+                    assert torch.equal(own[f'head.{ours}.{param}'], official[f'{official_key}.{param}'])
+                    filled.add(f'{ours}.{param}')
+        assert filled == set(model.head.state_dict())
         with torch.no_grad():
-            logits = model.forward_head(maps[-1])  # the same weights computed maps[-1]
-        expected = official_logits(family.backbone, official, maps[-1])
+            feats = model.forward_features(fx['input'].float())
+            logits = model.forward_head(feats)
+            assert torch.equal(model(fx['input'].float()), logits)
+        # the last map is the verified maps[-1]; the class token comes out of the same blocks
+        torch.testing.assert_close(feats[0] if isinstance(feats, tuple) else feats, maps[-1], rtol=0, atol=0)
+        expected = official_logits(family.backbone, official, feats)
         torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
 
 
@@ -322,6 +360,102 @@ def test_timm_model_interface_on_a_classifier():
         model.reset_classifier(3, global_pool='max')
 
 
+def test_conformer_classifier_sums_the_two_official_heads_and_gives_each():
+    """The official model returns [conv_cls, trans_cls], trains each with half the loss and
+    reports the accuracy of their sum: forward gives the sum, head.forward_heads both."""
+    model = tiny('Conformer', num_classes=7)
+    official = official_state('Conformer', model.backbone, num_classes=7)
+    model.load_state_dict(official)
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        last_map, cls = model.forward_features(x)
+        *maps, (_, token) = model.backbone(x)
+        conv_cls, trans_cls = model.head.forward_heads((last_map, cls))
+        logits = model(x)
+        pooled = model.forward_head((last_map, cls), pre_logits=True)
+    assert torch.equal(cls, token) and torch.equal(last_map, maps[-1])
+    torch.testing.assert_close(conv_cls, F.linear(last_map.mean((2, 3)), official['conv_cls_head.weight'],
+                                                  official['conv_cls_head.bias']))
+    torch.testing.assert_close(logits, conv_cls + trans_cls, rtol=0, atol=0)
+    torch.testing.assert_close(logits, official_logits('Conformer', official, (last_map, cls)))
+    assert pooled.shape == (2, 64 + 32) == (2, model.head_hidden_size)
+    assert [fc.out_features for fc in model.get_classifier()] == [7, 7]
+    model.reset_classifier(0)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), pooled, rtol=0, atol=0)
+    model.reset_classifier(3)
+    assert [fc.out_features for fc in model.get_classifier()] == [3, 3] and model(x).shape == (2, 3)
+
+
+def test_conformer_mmpretrain_file_fills_trans_norm_and_both_heads(tmp_path):
+    from test_conformer import mmpretrain_state
+    model = tiny('Conformer', num_classes=10)
+    ckpt = mmpretrain_state(model.backbone)   # backbone.trans_norm.*, head.{conv,trans}_cls_head.*
+    torch.save(ckpt, tmp_path / 'mmpretrain.pth')
+    model.load_pretrained(str(tmp_path / 'mmpretrain.pth'))
+    state = ckpt['state_dict']
+    assert torch.equal(model.head.trans_norm.weight, state['backbone.trans_norm.weight'])
+    assert torch.equal(model.head.conv_cls_head.weight, state['head.conv_cls_head.weight'])
+    assert torch.equal(model.head.trans_cls_head.weight, state['head.trans_cls_head.weight'])
+
+
+def test_cvt_huggingface_file_fills_the_classifier_and_gives_the_official_logits(tmp_path):
+    from test_cvt import huggingface_names, official_state as cvt_official_state
+    model = tiny('CvT')
+    official = cvt_official_state(model.backbone)
+    torch.save(huggingface_names(official), tmp_path / 'hf.bin')
+    model.load_pretrained(str(tmp_path / 'hf.bin'))
+    assert torch.equal(model.head.fc.weight, official['head.weight'])
+    x = torch.randn(1, 3, 64, 80)
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        logits = model(x)
+    torch.testing.assert_close(logits, official_logits('CvT', official, feats))
+
+
+def test_cvt_without_class_token_classifies_the_mean_of_the_normalised_tokens():
+    model = tm.HybridTimmModel(FAMILY['CvT'], MODELS.get('CvT'), arch=dict(TINY['CvT'], cls_token=False)).eval()
+    official = {'norm.weight': torch.rand(48) + 0.5, 'norm.bias': torch.randn(48),
+                'head.weight': torch.randn(1000, 48), 'head.bias': torch.randn(1000)}
+    model.head.load_state_dict({'norm.weight': official['norm.weight'], 'norm.bias': official['norm.bias'],
+                                'fc.weight': official['head.weight'], 'fc.bias': official['head.bias']})
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        last_map, cls = model.forward_features(x)
+        logits = model(x)
+    assert cls is None
+    torch.testing.assert_close(logits, official_logits('CvT', official, (last_map, None)))
+
+
+def test_cvt_stride_32_level_is_for_features_only():
+    with pytest.raises(ValueError, match='extra_stage=True adds a stride-32 level for dense heads only'):
+        timm.create_model('cvt_13', extra_stage=True)
+    with torch.device('meta'):
+        features = timm.create_model('cvt_13', features_only=True, extra_stage=True)
+    assert features.feature_info.reduction() == [4, 8, 16, 32]
+
+
+@pytest.mark.parametrize('name', ['crossformer_t', 'conv2former_n', 'conformer_t_p16', 'cvt_13', 'cloformer_xxs'])
+def test_features_only_runs_the_stages_up_to_the_last_out_index_only(name):
+    features = timm.create_model(name, features_only=True, out_indices=(0, 1)).eval()
+    family, spec = tm.VARIANTS[name]
+    full = MODELS.get(family.backbone)(**spec, drop_path_rate=0.0).eval()
+    full.load_state_dict(features.model.backbone.state_dict())  # the later stages keep their weights
+    ran = []
+    for k, stage in enumerate(features.model.backbone.stage_modules()):
+        for m in stage.modules():
+            if not list(m.children()):
+                m.register_forward_hook(lambda *_, k=k: ran.append(k))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        maps, first_two = full(x), features(x)
+    assert set(ran) == {0, 1} and features.model.head is None
+    for a, b in zip(maps[:2], first_two):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * a.abs().max().item())
+    with pytest.raises(ValueError, match=r'pruned to stages 0\.\.1'):
+        features.model.forward_intermediates(x, indices=(2, ))
+
+
 def test_data_config_and_drop_path_follow_timm_conventions():
     for name, mean, crop in (('crossformer_t', (0.485, 0.456, 0.406), 0.875), ('conv2former_n', (0.5, 0.5, 0.5), 0.9)):
         with torch.device('meta'):
@@ -394,7 +528,7 @@ def test_readme_example_runs(tmp_path, capsys):
     with torch.device('meta'):
         shapes = MODELS.build(dict(type='mmhybrid.CrossFormer', arch='small'))
     official = {k: torch.randn(v.shape) * 0.02 for k, v in shapes.state_dict().items()}
-    official.update(official_head('CrossFormer', 768))
+    official.update(official_head('CrossFormer', shapes))
     torch.save({'model': official}, tmp_path / 'crossformer-s.pth')
     code = README_EXAMPLE.replace('checkpoints/crossformer-s.pth', str(tmp_path / 'crossformer-s.pth'))
     names = {}
