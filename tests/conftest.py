@@ -10,3 +10,16 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def stages_that_run():
+    """``attach(backbone) -> set``: the indices of the stages whose layers run in later forwards."""
+    def attach(backbone) -> set:
+        ran = set()
+        for k, stage in enumerate(backbone.stage_modules()):
+            for m in stage.modules():
+                if not list(m.children()):
+                    m.register_forward_hook(lambda *_, k=k: ran.add(k))
+        return ran
+    return attach
