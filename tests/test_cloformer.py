@@ -9,7 +9,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from mmhybrid.converters import CheckpointMismatchError, convert_cloformer, load_state_dict_checked
 from mmhybrid.models import CloFormer
-from mmhybrid.models import cloformer
+from mmhybrid.models import layers
 from mmhybrid.models.cloformer import CloAttention
 
 TINY = dict(embed_dims=(16, 32, 48, 64), depths=(1, 2, 1, 1), num_heads=(2, 2, 3, 4),
@@ -201,7 +201,7 @@ def test_global_pooling_is_the_official_pooling_where_the_official_code_runs():
 @pytest.fixture
 def fused_calls(monkeypatch):
     """Counts the calls of the fused oneDNN convolution (the real op still runs)."""
-    op = cloformer._ONEDNN_CONV_ACT
+    op = layers.ONEDNN_CONV
     if op is None:
         pytest.skip('this torch build has no oneDNN')
     calls = []
@@ -210,7 +210,7 @@ def fused_calls(monkeypatch):
         calls.append(args[7])   # the activation
         return op(*args)
 
-    monkeypatch.setattr(cloformer, '_ONEDNN_CONV_ACT', counted)
+    monkeypatch.setattr(layers, 'ONEDNN_CONV', counted)
     return calls
 
 

@@ -38,55 +38,12 @@ from mmcv.cnn import build_norm_layer
 from ..converters.cloformer import convert_cloformer
 from ..registry import MODELS
 from .base import HybridBackbone, resolve_arch
-from .layers import DropPath, drop_path_rates
+from .layers import DropPath, conv_act, drop_path_rates
 
 
 def _channels_norm(dims: int) -> nn.GroupNorm:
     """GroupNorm(1, C): normalises over C*H*W of each image, affine per channel (the official norm)."""
     return nn.GroupNorm(1, dims)
-
-
-# --------------------------------------------------------------------------------------
-# Convolution + activation, fused in CPU inference
-# --------------------------------------------------------------------------------------
-# oneDNN runs a convolution with its activation applied as the output is written (the
-# kernel torch.compile's CPU backend emits). It is a private torch op, so it is used only
-# where it computes exactly the plain path (CPU fp32 inference, no autocast, no hooks on
-# the conv) and the plain path runs everywhere else, training included.
-_ONEDNN_CONV_ACT = (getattr(torch.ops.mkldnn, '_convolution_pointwise', None)
-                    if torch.backends.mkldnn.is_available() else None)
-# name -> (eager function, oneDNN attr, oneDNN algorithm); GELU is the exact (erf) one
-_ACTIVATIONS = {'gelu': (F.gelu, 'gelu', 'none'), 'swish': (F.silu, 'swish', None),
-                'tanh': (torch.tanh, 'tanh', None)}
-
-
-def _fusable(conv: nn.Conv2d, x: torch.Tensor) -> bool:
-    hooks = (conv._forward_hooks or conv._forward_pre_hooks or nn.modules.module._global_forward_hooks
-             or nn.modules.module._global_forward_pre_hooks)
-    return (_ONEDNN_CONV_ACT is not None and not torch.is_grad_enabled() and x.device.type == 'cpu'
-            and x.dtype == conv.weight.dtype == torch.float32 and not torch.is_autocast_enabled('cpu')
-            and not hooks)
-
-
-def conv_act(conv: nn.Conv2d, x: torch.Tensor, act: str, scale: Optional[float] = None) -> torch.Tensor:
-    """``act(conv(x))``, or ``act(conv(x) * scale)`` with the scale folded into the weights.
-
-    Args:
-        conv: the convolution (its weights, stride, padding, groups).
-        x: its input.
-        act: 'gelu' (exact), 'swish' or 'tanh'.
-        scale: optional factor on the convolution output, before the activation.
-    """
-    eager, attr, algorithm = _ACTIVATIONS[act]
-    weight, bias = conv.weight, conv.bias
-    if scale is not None:
-        weight, bias = weight * scale, None if bias is None else bias * scale
-    if _fusable(conv, x):
-        return _ONEDNN_CONV_ACT(x, weight, bias, list(conv.padding), list(conv.stride), list(conv.dilation),
-                                conv.groups, attr, [], algorithm)
-    if scale is None:
-        return eager(conv(x))
-    return eager(F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups))
 
 
 # --------------------------------------------------------------------------------------

@@ -33,7 +33,8 @@ from ..converters.common import CheckpointMismatchError
 from ..converters.conv2former import convert_conv2former
 from ..registry import MODELS
 from .base import HybridBackbone, resolve_arch
-from .layers import DropPath, LayerNorm2d, drop_path_rates, pad_bottom_right
+from .layers import (DropPath, LayerNorm2d, drop_path_rates, onednn_conv, onednn_conv_binary, onednn_inference,
+                     pad_bottom_right)
 
 
 # --------------------------------------------------------------------------------------
@@ -134,31 +135,6 @@ class ConvMlp(nn.Module):
         return self.fc2(self.act(self.pos(x)).add_(x))
 
 
-_MKLDNN_CONV = getattr(torch.ops.mkldnn, '_convolution_pointwise', None)
-
-
-def _fused_inference_available(x: torch.Tensor) -> bool:
-    """Whether the oneDNN fused-epilogue path can run for ``x`` (no autograd, fp32 CPU, no autocast)."""
-    return (_MKLDNN_CONV is not None and not torch.is_grad_enabled() and x.device.type == 'cpu'
-            and x.dtype == torch.float32 and not torch.is_autocast_enabled('cpu')
-            and torch.backends.mkldnn.is_available())
-
-
-def _conv_unary(x: torch.Tensor, conv: nn.Conv2d, act: str = 'none', weight=None, bias=None) -> torch.Tensor:
-    """``act(conv(x))`` as one oneDNN convolution ('none' or 'gelu' = exact erf GELU)."""
-    return _MKLDNN_CONV(x, conv.weight if weight is None else weight, conv.bias if bias is None else bias,
-                        conv.padding, conv.stride, conv.dilation, conv.groups, act, [],
-                        'none' if act == 'gelu' else '')
-
-
-def _conv_binary(x: torch.Tensor, other: torch.Tensor, conv: nn.Conv2d, op: str, weight=None,
-                 bias=None) -> torch.Tensor:
-    """``conv(x) <op> other`` ('add' or 'mul') as one oneDNN convolution."""
-    return _MKLDNN_CONV.binary(x, other, conv.weight if weight is None else weight,
-                               conv.bias if bias is None else bias, conv.padding, conv.stride,
-                               conv.dilation, conv.groups, op, None, None, [], None)
-
-
 class Conv2FormerBlock(nn.Module):
     """``x + ls1 * ConvMod(x)``, then ``x + ls2 * MLP(x)``, with per-channel layer scales.
 
@@ -186,7 +162,7 @@ class Conv2FormerBlock(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training and _fused_inference_available(x):
+        if not self.training and onednn_inference(x):
             return self.forward_fused(x)
         if isinstance(self.drop_path, nn.Identity) or not self.training:
             x = torch.addcmul(x, self.layer_scale_1[:, None, None], self.attn(x))
@@ -205,15 +181,15 @@ class Conv2FormerBlock(nn.Module):
         x = x.contiguous(memory_format=torch.channels_last)
         attn, mlp = self.attn, self.mlp
         y = attn.norm(x)
-        value = _conv_unary(y, attn.v)
-        att = _conv_unary(y, attn.att[0], 'gelu')
-        y = _conv_binary(att, value, attn.att[2], 'mul')
+        value = onednn_conv(y, attn.v)
+        att = onednn_conv(y, attn.att[0], 'gelu')
+        y = onednn_conv_binary(att, value, attn.att[2], 'mul')
         ls = self.layer_scale_1
-        x = _conv_binary(y, x, attn.proj, 'add', attn.proj.weight * ls[:, None, None, None], attn.proj.bias * ls)
-        y = _conv_unary(mlp.norm(x), mlp.fc1, 'gelu')
-        y = _conv_unary(y, mlp.pos, 'gelu').add_(y)
+        x = onednn_conv_binary(y, x, attn.proj, 'add', attn.proj.weight * ls[:, None, None, None], attn.proj.bias * ls)
+        y = onednn_conv(mlp.norm(x), mlp.fc1, 'gelu')
+        y = onednn_conv(y, mlp.pos, 'gelu').add_(y)
         ls = self.layer_scale_2
-        return _conv_binary(y, x, mlp.fc2, 'add', mlp.fc2.weight * ls[:, None, None, None], mlp.fc2.bias * ls)
+        return onednn_conv_binary(y, x, mlp.fc2, 'add', mlp.fc2.weight * ls[:, None, None, None], mlp.fc2.bias * ls)
 
 
 # --------------------------------------------------------------------------------------

@@ -1,12 +1,13 @@
 """Small building blocks shared by the backbone families."""
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn.bricks import DropPath
 
-__all__ = ['DropPath', 'LayerNorm2d', 'Mlp', 'drop_path_rates', 'pad_bottom_right']
+__all__ = ['DropPath', 'LayerNorm2d', 'Mlp', 'conv_act', 'drop_path_rates', 'onednn_conv', 'onednn_conv_binary',
+           'onednn_inference', 'pad_bottom_right']
 
 
 class LayerNorm2d(nn.LayerNorm):
@@ -78,3 +79,93 @@ def pad_bottom_right(x: torch.Tensor, multiple_h: int, multiple_w: int,
     if channels_last:
         return F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
     return F.pad(x, (0, pad_w, 0, pad_h))
+
+
+# --------------------------------------------------------------------------------------
+# oneDNN convolutions with fused epilogues (CPU inference)
+# --------------------------------------------------------------------------------------
+# oneDNN applies an activation, or adds/multiplies another tensor, while it writes a
+# convolution's output (the kernel torch.compile's CPU backend emits): one pass over
+# memory instead of two or three. It is a private torch op, so the families use it
+# only where it computes exactly the plain path (no autograd, fp32 on CPU, no
+# autocast; see ``onednn_inference``), and the plain path runs everywhere else,
+# training included.
+ONEDNN_CONV = (getattr(torch.ops.mkldnn, '_convolution_pointwise', None)
+               if torch.backends.mkldnn.is_available() else None)
+# activation -> (eager function, oneDNN algorithm); 'gelu' is the exact (erf) GELU
+_ACTIVATIONS = {'none': (None, None), 'gelu': (F.gelu, 'none'), 'swish': (F.silu, None),
+                'tanh': (torch.tanh, None)}
+
+
+def onednn_inference(x: torch.Tensor, *modules: nn.Module) -> bool:
+    """Whether the fused oneDNN convolutions may replace the plain path for input ``x``.
+
+    Args:
+        x: the input of the fused computation.
+        *modules: modules whose forward the fused call replaces; the plain path is
+            kept when they (or global module hooks) have hooks, so the hooks run.
+    """
+    if (ONEDNN_CONV is None or torch.is_grad_enabled() or x.device.type != 'cpu' or x.dtype != torch.float32
+            or torch.is_autocast_enabled('cpu')):
+        return False
+    if not modules:
+        return True
+    if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
+        return False
+    return not any(m._forward_hooks or m._forward_pre_hooks or m.weight.dtype != torch.float32 for m in modules)
+
+
+def onednn_conv(x: torch.Tensor, conv: nn.Conv2d, act: str = 'none', weight: Optional[torch.Tensor] = None,
+                bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``act(conv(x))`` as one oneDNN convolution (call only where ``onednn_inference`` holds).
+
+    Args:
+        x: the input.
+        conv: the convolution (weights, stride, padding, dilation, groups).
+        act: 'none', 'gelu' (exact), 'swish' or 'tanh'.
+        weight: replaces ``conv.weight`` (e.g. with a scale folded in).
+        bias: replaces ``conv.bias``.
+    """
+    return ONEDNN_CONV(x, conv.weight if weight is None else weight, conv.bias if bias is None else bias,
+                       list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups, act, [],
+                       _ACTIVATIONS[act][1])
+
+
+def onednn_conv_binary(x: torch.Tensor, other: torch.Tensor, conv: nn.Conv2d, op: str,
+                       weight: Optional[torch.Tensor] = None, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``conv(x) <op> other`` ('add' or 'mul') as one oneDNN convolution.
+
+    Args:
+        x: the convolution's input.
+        other: the tensor added to (or multiplied with) its output, same shape.
+        conv: the convolution.
+        op: 'add' or 'mul'.
+        weight: replaces ``conv.weight``.
+        bias: replaces ``conv.bias``.
+    """
+    return ONEDNN_CONV.binary(x, other, conv.weight if weight is None else weight,
+                              conv.bias if bias is None else bias, list(conv.padding), list(conv.stride),
+                              list(conv.dilation), conv.groups, op, None, None, [], None)
+
+
+def conv_act(conv: nn.Conv2d, x: torch.Tensor, act: str, scale: Optional[float] = None) -> torch.Tensor:
+    """``act(conv(x))``, or ``act(conv(x) * scale)`` with the scale folded into the weights.
+
+    One fused oneDNN convolution where ``onednn_inference`` allows it, else the
+    plain convolution and activation.
+
+    Args:
+        conv: the convolution.
+        x: its input.
+        act: 'gelu' (exact), 'swish' or 'tanh'.
+        scale: optional factor on the convolution output, before the activation.
+    """
+    weight, bias = conv.weight, conv.bias
+    if scale is not None:
+        weight, bias = weight * scale, None if bias is None else bias * scale
+    if onednn_inference(x, conv):
+        return onednn_conv(x, conv, act, weight, bias)
+    eager = _ACTIVATIONS[act][0]
+    if scale is None:
+        return eager(conv(x))
+    return eager(F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups))
