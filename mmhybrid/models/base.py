@@ -73,6 +73,22 @@ def normalize_indices(indices: Sequence[int], num: int, what: str = 'out_indices
     return tuple(out)
 
 
+def per_stage(value: Union[int, float, Sequence], num: int, name: str) -> tuple:
+    """Expand a per-stage option: one number for every stage, or a sequence with one entry per stage.
+
+    Args:
+        value: a number, or a sequence of ``num`` entries.
+        num: the number of stages.
+        name: the option, for the error message.
+    """
+    if isinstance(value, (int, float)):
+        return (value, ) * num
+    value = tuple(value)
+    if len(value) != num:
+        raise ValueError(f'{name} needs one value per stage ({num} stages); {value} is not one entry per stage.')
+    return value
+
+
 class HybridBackbone(BaseModule):
     """Base class of the mmhybrid backbones.
 

@@ -37,7 +37,7 @@ from mmcv.cnn import build_norm_layer
 
 from ..converters.cloformer import convert_cloformer
 from ..registry import MODELS
-from .base import HybridBackbone, resolve_arch
+from .base import HybridBackbone, per_stage, resolve_arch
 from .layers import DropPath, conv_act, drop_path_rates
 
 
@@ -259,16 +259,6 @@ class CloLayer(nn.Module):
 # --------------------------------------------------------------------------------------
 # Backbone
 # --------------------------------------------------------------------------------------
-def _per_stage(value, num: int, name: str) -> tuple:
-    """A number for all stages, or a sequence with one entry per stage."""
-    if isinstance(value, (int, float)):
-        return (value, ) * num
-    value = tuple(value)
-    if len(value) != num:
-        raise ValueError(f'{name} needs one entry per stage ({num}), got {value}.')
-    return value
-
-
 @MODELS.register_module()
 class CloFormer(HybridBackbone):
     """CloFormer backbone returning multi-scale NCHW maps (strides 4, 8, 16, 32).
@@ -355,18 +345,18 @@ class CloFormer(HybridBackbone):
         depths = tuple(spec['depths'])
         num = len(depths)
         out = dict(depths=depths)
-        out['embed_dims'] = _per_stage(spec['embed_dims'], num, 'embed_dims')
-        out['num_heads'] = _per_stage(spec['num_heads'], num, 'num_heads')
-        out['group_splits'] = tuple(tuple(g) for g in _per_stage(spec['group_splits'], num, 'group_splits'))
+        out['embed_dims'] = per_stage(spec['embed_dims'], num, 'embed_dims')
+        out['num_heads'] = per_stage(spec['num_heads'], num, 'num_heads')
+        out['group_splits'] = tuple(tuple(g) for g in per_stage(spec['group_splits'], num, 'group_splits'))
         kernels = spec.get('kernel_sizes', ((3, ), (5, ), (7, ), (9, ))[:num] if num <= 4 else None)
         if kernels is None:
             raise ValueError('kernel_sizes has no default for more than 4 stages; give one list per stage.')
         out['kernel_sizes'] = tuple((k, ) if isinstance(k, int) else tuple(k)
-                                    for k in _per_stage(kernels, num, 'kernel_sizes'))
+                                    for k in per_stage(kernels, num, 'kernel_sizes'))
         pools = spec.get('pool_sizes', (8, 4, 2, 1)[:num] if num <= 4 else 1)
-        out['pool_sizes'] = _per_stage(pools, num, 'pool_sizes')
-        out['mlp_kernel_sizes'] = _per_stage(spec.get('mlp_kernel_sizes', 5), num, 'mlp_kernel_sizes')
-        out['mlp_ratios'] = _per_stage(spec.get('mlp_ratios', 4), num, 'mlp_ratios')
+        out['pool_sizes'] = per_stage(pools, num, 'pool_sizes')
+        out['mlp_kernel_sizes'] = per_stage(spec.get('mlp_kernel_sizes', 5), num, 'mlp_kernel_sizes')
+        out['mlp_ratios'] = per_stage(spec.get('mlp_ratios', 4), num, 'mlp_ratios')
         for i in range(num):
             dims, heads, split = out['embed_dims'][i], out['num_heads'][i], out['group_splits'][i]
             if sum(split) != heads or any(h < 0 for h in split) or len(split) < 1:

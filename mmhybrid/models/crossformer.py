@@ -24,7 +24,7 @@ from mmengine.model.weight_init import trunc_normal_
 
 from ..converters.crossformer import convert_crossformer
 from ..registry import MODELS
-from .base import HybridBackbone, resolve_arch
+from .base import HybridBackbone, per_stage, resolve_arch
 from .layers import DropPath, Mlp, drop_path_rates, pad_bottom_right
 
 # --------------------------------------------------------------------------------------
@@ -309,15 +309,6 @@ class CrossFormerStage(nn.Module):
 # --------------------------------------------------------------------------------------
 # Backbone
 # --------------------------------------------------------------------------------------
-def _per_stage(value: Union[int, Sequence[int]], num: int, name: str) -> Tuple[int, ...]:
-    if isinstance(value, int):
-        return (value, ) * num
-    value = tuple(value)
-    if len(value) != num:
-        raise ValueError(f'{name} needs one value per stage ({num}), got {value}.')
-    return value
-
-
 @MODELS.register_module()
 class CrossFormer(HybridBackbone):
     """CrossFormer backbone returning multi-scale NCHW maps (strides 4, 8, 16, 32).
@@ -383,8 +374,8 @@ class CrossFormer(HybridBackbone):
         if lda not in self.lda_modes:
             raise ValueError(f'lda must be one of {self.lda_modes}, got {lda!r}.')
         self.lda = lda
-        groups = _per_stage(group_size, num_stages, 'group_size')
-        intervals = _per_stage(interval, num_stages, 'interval')
+        groups = per_stage(group_size, num_stages, 'group_size')
+        intervals = per_stage(interval, num_stages, 'interval')
         dims = [spec['embed_dims'] * 2**i for i in range(num_stages)]
 
         self.patch_embed = CrossScaleEmbedding(in_channels, dims[0], patch_kernels)
