@@ -426,10 +426,12 @@ class CvT(HybridBackbone):
             for block in stage.blocks:
                 tokens = self.run_block(block, tokens, (h, w), num_cls)
             x = tokens[:, num_cls:].unflatten(1, (h, w)).permute(0, 3, 1, 2)  # NCHW view
+            tokens_out = self.with_tokens and i == self.num_official_stages - 1
+            out = x.contiguous() if i in self.out_indices or tokens_out else None
             if i in self.out_indices:
-                outs.append(x.contiguous())
-            if i == self.num_official_stages - 1:
-                patches, cls = x, (tokens[:, 0] if num_cls else None)
+                outs.append(out)
+            if tokens_out:
+                patches, cls = out, (tokens[:, 0] if num_cls else None)  # one copy serves both
         if self.with_tokens:
-            outs.append((patches.contiguous(), cls))
+            outs.append((patches, cls))
         return tuple(outs)
