@@ -406,8 +406,7 @@ class HybridTimmModel(nn.Module):
         self.arch_name = arch if isinstance(arch, str) else 'custom'
         self.in_chans = in_chans
         self.drop_rate = drop_rate
-        self.reads_tokens = bool(with_head and family.head is not None and family.head.reads_tokens)
-        if self.reads_tokens:
+        if with_head and family.head is not None and family.head.reads_tokens:
             backbone_kwargs['with_tokens'] = True
         self.backbone = self._build_backbone(backbone_cls, dict(arch=arch, in_channels=in_chans,
                                                                 drop_path_rate=drop_path_rate, **backbone_kwargs))
@@ -444,7 +443,7 @@ class HybridTimmModel(nn.Module):
     def forward_features(self, x: torch.Tensor):
         """What the classifier reads: the last stage map (NCHW), or ``(last stage map, class token)``."""
         maps, tokens = self._run(x)
-        if self.reads_tokens and self.head is not None:
+        if self.head is not None and self.head.reads_tokens:
             return maps[-1], tokens[1]
         return maps[-1]
 
@@ -501,7 +500,7 @@ class HybridTimmModel(nn.Module):
         """
         take, max_index = feature_take_indices(len(self.feature_info), indices)
         if prune_head:
-            self.head, self.num_classes, self.reads_tokens = None, 0, False
+            self.head, self.num_classes = None, 0
             if hasattr(self.backbone, 'with_tokens'):
                 self.backbone.with_tokens = False
             self.backbone.out_indices = tuple(range(max_index + 1))
