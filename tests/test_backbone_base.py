@@ -10,6 +10,8 @@ import torch.nn as nn
 from mmhybrid.models import CrossFormer
 from mmhybrid.models.base import HybridBackbone
 
+from family_archs import SMALL_ARCH
+
 TINY = dict(embed_dims=32, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8))
 
 
@@ -105,8 +107,19 @@ def test_deprecated_pretrained_becomes_a_pretrained_init_cfg():
         model = CrossFormer(arch=TINY, pretrained='x.pth')
     assert model.init_cfg == dict(type='Pretrained', checkpoint='x.pth')
     assert any(issubclass(w.category, DeprecationWarning) for w in caught)
-    with pytest.raises(ValueError, match='either init_cfg or'):
+    with pytest.raises(ValueError, match=r'both init_cfg=.* and pretrained=.*model\.pretrained'):
         CrossFormer(arch=TINY, pretrained='x.pth', init_cfg=dict(type='Pretrained', checkpoint='y'))
+
+
+def test_a_model_zoo_pretrained_from_the_host_config_is_ignored_with_a_warning_naming_it(caplog):
+    """mmseg's ResNet configs set model.pretrained='open-mmlab://resnet50_v1c', which EncoderDecoder
+    passes into the backbone: another network's weights, ignored with a warning, init_cfg kept."""
+    import logging
+    init_cfg = dict(type='Pretrained', checkpoint='crossformer.pth')
+    with caplog.at_level(logging.WARNING, logger='mmengine'):
+        model = CrossFormer(arch=TINY, pretrained='open-mmlab://resnet50_v1c', init_cfg=init_cfg)
+    assert model.init_cfg == init_cfg
+    assert CrossFormer(arch=TINY, pretrained='torchvision://resnet50').init_cfg is None
 
 
 def test_importing_mmhybrid_does_not_import_mmdet_or_mmseg():
@@ -137,13 +150,6 @@ def test_out_channels_and_strides_follow_the_returned_maps_for_unordered_out_ind
     assert [64 // o.shape[-1] for o in outs] == backbone.out_strides
 
 
-SMALL_ARCH = {
-    'CrossFormer': dict(embed_dims=32, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8)),
-    'Conv2Former': dict(embed_dims=(16, 32, 48, 64), depths=(1, 1, 1, 1), kernel_size=5),
-    'CloFormer': 'xxs',
-    'Conformer': dict(patch_size=16, channel_ratio=1, base_channels=16, embed_dims=32, num_heads=2, depth=6),
-    'CvT': dict(embed_dims=(16, 32, 48), depths=(1, 2, 2), num_heads=(1, 2, 3)),
-}
 
 
 @pytest.mark.parametrize('family', list(SMALL_ARCH))
@@ -160,3 +166,91 @@ def test_stages_after_the_last_output_are_not_run(family, stages_that_run):
     assert ran == {0, 1}
     for a, b in zip(maps[:2], first_two):  # (oneDNN may pick other kernels: float noise only)
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * a.abs().max().item())
+
+
+def _build(family, **kwargs):
+    from mmhybrid.registry import MODELS
+    return MODELS.build(dict(type=f'mmhybrid.{family}', arch=SMALL_ARCH[family], **kwargs))
+
+
+@pytest.mark.parametrize('family', list(SMALL_ARCH))
+def test_batch_of_zero_images_gives_empty_maps_of_the_right_shape(family):
+    model = _build(family).eval()
+    with torch.no_grad():
+        one = model(torch.randn(1, 3, 70, 90))
+        empty = model(torch.randn(0, 3, 70, 90))
+    assert [o.shape[1:] for o in empty] == [o.shape[1:] for o in one]
+    assert all(o.shape[0] == 0 for o in empty)
+    assert [o.shape[1] for o in empty] == model.out_channels
+    assert [tuple(o.shape[2:]) for o in empty] == [(-(-70 // s), -(-90 // s)) for s in model.out_strides]
+    model.train()   # training too (BatchNorm in train mode, autograd recording)
+    empty = model(torch.randn(0, 3, 70, 90, requires_grad=True))
+    assert [o.shape for o in empty] == [(0, ) + o.shape[1:] for o in one]
+    sum(o.sum() for o in empty).backward()
+    assert all(torch.isfinite(b).all() for b in model.buffers() if b.is_floating_point())
+
+
+# relative (norm) error of each map against the fp32 maps
+_DTYPE_TOLERANCE = {torch.float32: 1e-6, torch.float64: 1e-5, torch.bfloat16: 3e-2, torch.float16: 3e-2}
+
+
+@pytest.mark.parametrize('dtype', list(_DTYPE_TOLERANCE), ids=lambda d: str(d).split('.')[-1])
+@pytest.mark.parametrize('family', list(SMALL_ARCH))
+def test_parameters_in_any_float_dtype_give_maps_in_that_dtype(family, dtype):
+    model = _build(family).eval()
+    x = torch.randn(1, 3, 40, 56)   # small: grouped fp16/fp64 convolutions are slow on CPU
+    with torch.no_grad():
+        ref = model(x)
+    model.to(dtype)
+    with torch.no_grad():
+        outs = model(x.to(dtype))
+    assert [o.dtype for o in outs] == [dtype] * len(ref)
+    for o, r in zip(outs, ref):
+        assert torch.isfinite(o).all()
+        err = ((o.double() - r.double()).norm() / r.double().norm()).item()
+        assert err < _DTYPE_TOLERANCE[dtype], f'relative error {err:.2e}'
+    if dtype in (torch.float32, torch.float64):   # training: gradients in that dtype reach every parameter
+        outs = model.train()(x.to(dtype))
+        assert all(o.dtype == dtype for o in outs)
+        sum(o.square().mean() for o in outs).backward()
+        grads = [p.grad for p in model.parameters() if p.requires_grad]
+        assert grads and all(g is not None and g.dtype == dtype and torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize('device,dtype', [('cpu', torch.bfloat16), ('cuda', torch.float16)])
+@pytest.mark.parametrize('family', list(SMALL_ARCH))
+def test_autocast_returns_one_dtype_for_every_map(family, device, dtype):
+    if device == 'cuda' and not torch.cuda.is_available():
+        pytest.skip('no CUDA device')
+    model = _build(family).to(device)
+    x = torch.randn(1, 3, 70, 90, device=device)
+    for train in (True, False):
+        model.train(train)
+        with torch.autocast(device, dtype=dtype), torch.set_grad_enabled(train):
+            outs = model(x)
+        assert [o.dtype for o in outs] == [dtype] * len(outs), f'train={train}'
+        assert all(torch.isfinite(o).all() for o in outs)
+        if train:
+            sum(o.float().mean() for o in outs).backward()
+
+
+@pytest.mark.parametrize('family', list(SMALL_ARCH))
+def test_cache_does_not_depend_on_the_mode_of_the_first_call(family):
+    """A per-shape cache filled under inference_mode must still serve a later training step."""
+    module = sys.modules[type(_build(family)).__module__]
+    for obj in list(vars(module).values()):   # empty the family's caches, so the next call fills them
+        if callable(getattr(obj, 'cache_clear', None)):
+            obj.cache_clear()
+    model = _build(family).eval()
+    x = torch.randn(1, 3, 70, 90)
+    with torch.inference_mode():
+        first = model(x)
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        model(x)
+    recorded = model(x)   # autograd records (the plain path): same maps from the same cache
+    for a, b in zip(first, recorded):
+        torch.testing.assert_close(a, b.detach(), rtol=1e-5, atol=1e-5 * b.abs().max().item())
+    model.train()
+    outs = model(x)
+    sum(o.square().mean() for o in outs).backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)

@@ -38,7 +38,7 @@ from mmcv.cnn import build_norm_layer
 from ..converters.cloformer import convert_cloformer
 from ..registry import MODELS
 from .base import HybridBackbone, per_stage, resolve_arch
-from .layers import DropPath, conv_act, drop_path_rates
+from .layers import DropPath, autocast_outputs, conv_act, drop_path_rates
 
 
 def _channels_norm(dims: int) -> nn.GroupNorm:
@@ -170,7 +170,8 @@ class CloAttention(nn.Module):
         heads, d = self.global_heads, self.head_dims
         q = self.global_q(x).reshape(b, heads, d, h * w).transpose(-1, -2)
         pooled = x if self.pool_size == 1 else F.avg_pool2d(x, self.pool_size, ceil_mode=True)
-        kv = self.global_kv(pooled).reshape(b, 2, heads, d, -1).transpose(-1, -2)
+        # the key count is explicit: a -1 cannot be inferred from an empty batch
+        kv = self.global_kv(pooled).reshape(b, 2, heads, d, pooled.shape[-2] * pooled.shape[-1]).transpose(-1, -2)
         out = F.scaled_dot_product_attention(q, kv[:, 0], kv[:, 1], scale=self.scale)
         return out.transpose(-1, -2).reshape(b, heads * d, h, w)
 
@@ -396,4 +397,4 @@ class CloFormer(HybridBackbone):
                 mid, x = self.run_block(block, x)
             if i in self.out_indices:
                 outs.append((mid if block.downsample is not None else x).contiguous())
-        return tuple(outs)
+        return autocast_outputs(outs)

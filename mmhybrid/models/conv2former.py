@@ -33,8 +33,8 @@ from ..converters.common import CheckpointMismatchError
 from ..converters.conv2former import convert_conv2former
 from ..registry import MODELS
 from .base import HybridBackbone, resolve_arch
-from .layers import (DropPath, LayerNorm2d, drop_path_rates, onednn_conv, onednn_conv_binary, onednn_inference,
-                     pad_bottom_right)
+from .layers import (DropPath, LayerNorm2d, autocast_outputs, drop_path_rates, onednn_conv, onednn_conv_binary,
+                     onednn_inference, pad_bottom_right)
 
 
 # --------------------------------------------------------------------------------------
@@ -398,4 +398,4 @@ class Conv2Former(HybridBackbone):
             if i in self.out_indices:
                 out = self.out_norms[str(i)](x) if self.out_norms is not None else x
                 outs.append(out.contiguous())
-        return tuple(outs)
+        return autocast_outputs(outs)

@@ -25,7 +25,7 @@ from mmengine.model.weight_init import trunc_normal_
 from ..converters.crossformer import convert_crossformer
 from ..registry import MODELS
 from .base import HybridBackbone, per_stage, resolve_arch
-from .layers import DropPath, Mlp, drop_path_rates, pad_bottom_right
+from .layers import DropPath, Mlp, autocast_outputs, drop_path_rates, pad_bottom_right
 
 # --------------------------------------------------------------------------------------
 # Grouping geometry
@@ -111,16 +111,25 @@ def block_groupings(height: int, width: int, group: int, interval: int,
 # Dynamic position bias
 # --------------------------------------------------------------------------------------
 @lru_cache(maxsize=128)
-def _relative_position_tables(gh: int, gw: int, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Offsets ``((2gh-1)(2gw-1), 2)`` fed to the bias MLP, and the index of each (query, key) pair."""
-    dh = torch.arange(1 - gh, gh, device=device)
-    dw = torch.arange(1 - gw, gw, device=device)
-    offsets = torch.stack(torch.meshgrid(dh, dw, indexing='ij'), dim=-1).reshape(-1, 2).float()
-    coords = torch.stack(torch.meshgrid(torch.arange(gh, device=device), torch.arange(gw, device=device),
-                                        indexing='ij'), dim=-1).reshape(-1, 2)
-    rel = coords[:, None, :] - coords[None, :, :]
-    index = (rel[..., 0] + gh - 1) * (2 * gw - 1) + (rel[..., 1] + gw - 1)
-    return offsets, index.reshape(-1)
+def _relative_position_tables(gh: int, gw: int, device: torch.device,
+                              dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Offsets ``((2gh-1)(2gw-1), 2)`` in ``dtype`` fed to the bias MLP, and the index of each (query, key) pair.
+
+    The tensors are cached and shared by every later call, whatever its mode, so
+    they are made as ordinary tensors even when the first call runs under
+    ``torch.inference_mode()`` (an inference tensor could never be saved for a
+    backward pass, and ``table[index]`` saves ``index``). Neither ``no_grad`` nor
+    autocast changes what is made here (no parameters, no autocast ops).
+    """
+    with torch.inference_mode(False):
+        dh = torch.arange(1 - gh, gh, device=device)
+        dw = torch.arange(1 - gw, gw, device=device)
+        offsets = torch.stack(torch.meshgrid(dh, dw, indexing='ij'), dim=-1).reshape(-1, 2).to(dtype)
+        coords = torch.stack(torch.meshgrid(torch.arange(gh, device=device), torch.arange(gw, device=device),
+                                            indexing='ij'), dim=-1).reshape(-1, 2)
+        rel = coords[:, None, :] - coords[None, :, :]
+        index = (rel[..., 0] + gh - 1) * (2 * gw - 1) + (rel[..., 1] + gw - 1)
+        return offsets, index.reshape(-1)
 
 
 class DynamicPosBias(nn.Module):
@@ -141,7 +150,8 @@ class DynamicPosBias(nn.Module):
     def forward(self, group_shape: Tuple[int, int], device: torch.device) -> torch.Tensor:
         """Bias ``(heads, gh, gw, gh, gw)`` for queries and keys of one group."""
         gh, gw = group_shape
-        offsets, index = _relative_position_tables(gh, gw, device)
+        # the offsets in the MLP's dtype (fp32, fp64, bf16, ...; autocast casts them as usual)
+        offsets, index = _relative_position_tables(gh, gw, device, self.pos_proj.weight.dtype)
         table = self.pos3(self.pos2(self.pos1(self.pos_proj(offsets))))  # (T, heads)
         return table[index].t().reshape(-1, gh, gw, gh, gw)
 
@@ -178,7 +188,7 @@ class GroupAttention(nn.Module):
         qkv = pad_bottom_right(self.qkv(x), hp, wp, channels_last=True)
         qkv = qkv.reshape(b, rh, gh, ih, rw, gw, iw, 3, heads, hd)
         qkv = qkv.permute(7, 0, 1, 3, 4, 6, 8, 2, 5, 9).reshape(3, b, rh * ih, rw * iw, heads, gh, gw, hd)
-        bias = self.pos((gh, gw), x.device).to(x.dtype)
+        bias = self.pos((gh, gw), x.device).to(qkv.dtype)  # the queries' dtype (autocast's under autocast)
 
         rows = []
         for ys, ye, vh in grouping.runs_h:
@@ -418,4 +428,4 @@ class CrossFormer(HybridBackbone):
                 break
             if stage.downsample is not None:
                 x = stage.downsample(x)
-        return tuple(outs)
+        return autocast_outputs(outs)

@@ -6,8 +6,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn.bricks import DropPath
 
-__all__ = ['DropPath', 'LayerNorm2d', 'Mlp', 'conv_act', 'drop_path_rates', 'onednn_conv', 'onednn_conv_binary',
-           'onednn_inference', 'pad_bottom_right']
+__all__ = ['DropPath', 'LayerNorm2d', 'Mlp', 'autocast_outputs', 'conv_act', 'drop_path_rates', 'onednn_conv',
+           'onednn_conv_binary', 'onednn_inference', 'pad_bottom_right']
 
 
 class LayerNorm2d(nn.LayerNorm):
@@ -60,6 +60,31 @@ def drop_path_rates(rate: float, depths: Sequence[int]) -> list:
         out.append(flat[start:start + d])
         start += d
     return out
+
+
+def autocast_outputs(outs):
+    """Cast a backbone's returned maps to the autocast dtype where autocast is on.
+
+    Under autocast the dtype of a map depends on the last op that made it (a
+    convolution gives the autocast dtype, a residual sum with an fp32 parameter or
+    a concatenation with an fp32 class token gives fp32), so maps of one forward
+    could differ. Every family returns its maps through this function: under
+    autocast each floating map (fp64 excepted, which autocast leaves alone too) is
+    in the autocast dtype of its device; without autocast nothing changes.
+
+    Args:
+        outs: a tuple of maps; an item may itself be a tuple (e.g. ``(patch_tokens,
+            cls_token)``), and None is kept.
+    """
+    def cast(t):
+        if isinstance(t, (tuple, list)):
+            return type(t)(cast(u) for u in t)
+        if (not isinstance(t, torch.Tensor) or not t.is_floating_point() or t.dtype == torch.float64
+                or not torch.is_autocast_enabled(t.device.type)):
+            return t
+        return t.to(torch.get_autocast_dtype(t.device.type))
+
+    return tuple(cast(t) for t in outs)
 
 
 def pad_bottom_right(x: torch.Tensor, multiple_h: int, multiple_w: int,
