@@ -40,6 +40,7 @@ import torch.nn as nn
 try:
     import timm
     from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+    from timm.models import _factory as _timm_factory
     from timm.models._features import feature_take_indices
 except ImportError as err:  # timm missing, or its torchvision does not match torch
     raise ImportError(
@@ -49,7 +50,9 @@ except ImportError as err:  # timm missing, or its torchvision does not match to
 
 from mmengine.model.weight_init import trunc_normal_
 
-from .converters.common import load_checkpoint_file, load_state_dict_checked, strip_prefix, unwrap_state_dict
+from .converters.common import CheckpointMismatchError, load_state_dict_checked, strip_prefix, unwrap_state_dict
+from .models.base import mismatch_message
+from .utils.checkpoint import load_checkpoint_file
 from .converters.conv2former import CONTAINER_PREFERENCE as CONV2FORMER_CONTAINERS
 from .models.layers import LayerNorm2d
 from .registry import MODELS
@@ -537,10 +540,7 @@ class HybridTimmModel(nn.Module):
             ckpt: what ``torch.load`` returned, or a state dict.
             source: where it came from, for messages.
         """
-        backbone = self.backbone
-        converter = type(backbone).converter
-        state = converter(ckpt) if converter else strip_prefix(unwrap_state_dict(ckpt), 'backbone.')
-        out = {f'backbone.{k}': v for k, v in backbone.adapt_pretrained(state, source).items()}
+        out = {f'backbone.{k}': v for k, v in self.backbone.convert_checkpoint(ckpt, source=source).items()}
         if self.head is not None:
             out.update({f'head.{k}': v for k, v in self._head_state(ckpt, source).items()})
         return out
@@ -575,8 +575,37 @@ class HybridTimmModel(nn.Module):
         What ``timm.create_model(..., pretrained=True, pretrained_cfg_overlay=dict(file=...))``
         calls. Mismatched keys or shapes are refused by name.
         """
-        state = self.convert_checkpoint(load_checkpoint_file(filename), source=filename)
-        load_state_dict_checked(self, state, source=filename)
+        ckpt = load_checkpoint_file(filename)
+        state = self.convert_checkpoint(ckpt, source=filename)
+        try:
+            load_state_dict_checked(self, state, source=filename)
+        except CheckpointMismatchError as err:
+            raise CheckpointMismatchError(mismatch_message(ckpt, self.backbone, filename, err)) from None
+
+
+def _prefix_wrapped_state(module: nn.Module, state_dict, prefix, *args) -> None:
+    """load_state_dict pre-hook of a ``features_only`` wrapper: a checkpoint of the bare model
+    (official, OpenMMLab or timm naming) is moved under the wrapper's ``model.``."""
+    keys = [k for k in state_dict if k.startswith(prefix)]
+    if keys and not any(k[len(prefix):].startswith('model.') for k in keys):
+        for k in keys:
+            state_dict[f'{prefix}model.{k[len(prefix):]}'] = state_dict.pop(k)
+
+
+def _load_checkpoint(model: nn.Module, checkpoint_path, *args, **kwargs):
+    """timm's ``load_checkpoint`` (what ``create_model(checkpoint_path=...)`` calls), routed
+    through mmhybrid's safe loader and converter for mmhybrid models (bare or ``features_only``).
+    Other timm models go to timm's own function unchanged."""
+    inner = getattr(model, 'model', model)
+    if isinstance(inner, HybridTimmModel):
+        inner.load_pretrained(str(checkpoint_path))
+        return None
+    return _timm_load_checkpoint(model, checkpoint_path, *args, **kwargs)
+
+
+_timm_load_checkpoint = getattr(_timm_factory.load_checkpoint, '__wrapped__', _timm_factory.load_checkpoint)
+_load_checkpoint.__wrapped__ = _timm_load_checkpoint
+_timm_factory.load_checkpoint = _load_checkpoint
 
 
 def _convert_foreign_state(module: HybridTimmModel, state_dict, prefix, local_metadata, strict, missing_keys,
@@ -647,13 +676,16 @@ def _create(name: str, pretrained: bool = False, pretrained_cfg=None, pretrained
         raise ValueError('mmhybrid timm models give features through forward_intermediates '
                          f"(feature_cls='getter'), got feature_cls={kwargs['feature_cls']!r}.")
     with_head = not kwargs.get('features_only', False)
-    return build_model_with_cfg(
+    model = build_model_with_cfg(
         HybridTimmModel, name, pretrained,
         pretrained_cfg=pretrained_cfg, pretrained_cfg_overlay=overlay,
         feature_cfg=dict(feature_cls='getter', out_indices=None),
         pretrained_filter_fn=_checked_state,
         family=family, backbone_cls=backbone_cls, with_head=with_head, random_init=not pretrained,
         **{**spec, **kwargs})
+    if not with_head:  # features_only: official files and the bare model's state dicts load into the wrapper too
+        model.register_load_state_dict_pre_hook(_prefix_wrapped_state)
+    return model
 
 
 def registered_name(name: str) -> str:

@@ -273,9 +273,15 @@ def test_checkpoint_of_another_patch_size_is_refused_naming_the_shapes():
 # --------------------------------------------------------------------------------------
 # Training state: norm_eval, frozen stages, with_cp
 # --------------------------------------------------------------------------------------
-def test_norm_eval_is_on_by_default_and_keeps_every_batchnorm_statistic():
+def test_random_batchnorm_statistics_train_until_weights_are_loaded_then_stay_fixed():
+    """The default norm_eval=None: trained from scratch, BN learns its statistics (the
+    initial 0/1 ones would blow the losses up); once weights are loaded, the official
+    recipe's frozen statistics apply."""
     model = Conformer(arch=TINY).train()
     bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert model.norm_eval is False and all(bn.training for bn in bns)
+    model.load_state_dict(Conformer(arch=TINY).state_dict())
+    model.train()
     before = [bn.running_mean.clone() for bn in bns]
     out = model(torch.randn(2, 3, 64, 64))
     sum(o.mean() for o in out).backward()
@@ -308,8 +314,8 @@ def test_frozen_stages_freeze_the_stem_then_whole_stages_with_the_class_token(fr
 
 def test_with_cp_gives_the_same_outputs_and_gradients():
     x = torch.randn(2, 3, 48, 80)
-    plain = randomize(Conformer(arch=TINY))
-    cp = Conformer(arch=TINY, with_cp=True)
+    plain = randomize(Conformer(arch=TINY, norm_eval=True))
+    cp = Conformer(arch=TINY, with_cp=True, norm_eval=True)
     cp.load_state_dict(plain.state_dict())
     grads, outs = [], []
     for model in (plain, cp):

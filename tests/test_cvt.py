@@ -352,9 +352,11 @@ def test_drop_path_ramps_inside_each_stage():
         CvT(arch=TINY, drop_path_rate=(0.1, 0.2))
 
 
-def test_norm_eval_is_the_default_and_keeps_batchnorm_statistics_while_training():
+def test_loaded_batchnorm_statistics_stay_fixed_while_training_by_default():
     model = CvT(arch=TINY, extra_stage=True, drop_path_rate=0.0)
+    assert model.norm_eval is False   # random statistics train until weights are loaded
     randomise_norms(model)
+    model.load_state_dict(model.state_dict())
     bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     before = [bn.running_mean.clone() for bn in bns]
     x = torch.randn(2, 3, 48, 64)
@@ -387,8 +389,8 @@ def test_frozen_stages_freeze_the_stride_4_embedding_then_whole_stages(frozen):
 
 def test_with_cp_gives_the_same_outputs_and_gradients():
     x = torch.randn(2, 3, 40, 56)
-    plain = CvT(arch=TINY, extra_stage=True, drop_path_rate=0.0)
-    cp = CvT(arch=TINY, extra_stage=True, drop_path_rate=0.0, with_cp=True)
+    plain = CvT(arch=TINY, extra_stage=True, drop_path_rate=0.0, norm_eval=True)
+    cp = CvT(arch=TINY, extra_stage=True, drop_path_rate=0.0, with_cp=True, norm_eval=True)
     cp.load_state_dict(plain.state_dict())
     outs, grads = [], []
     for model in (plain, cp):
@@ -411,7 +413,7 @@ def test_training_step_reaches_every_parameter():
 
 
 def test_forward_changes_no_module_state():
-    model = CvT(arch=TINY, extra_stage=True)
+    model = CvT(arch=TINY, extra_stage=True, norm_eval=True)   # (BatchNorm statistics are state)
     state = {k: v.clone() for k, v in model.state_dict().items()}
     for mode in (True, False):
         model.train(mode)

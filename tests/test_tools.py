@@ -201,8 +201,7 @@ def test_train_resumes_from_an_explicit_checkpoint_path(toy_work_dir, tmp_path):
     assert 'resumed epoch: 0, iter: 2' in log and 'Iter(train) [4/4]' in log
 
 
-def test_mmengine_checkpoint_loads_with_weights_only_only_after_allowlisting(
-        toy_work_dir, tmp_path):
+def test_safe_loader_reads_mmengine_checkpoints_and_switches_nothing_global(toy_work_dir, tmp_path):
     checkpoint, = glob.glob(osp.join(toy_work_dir, 'best_toy_mae_iter_*.pth'))
     # The same checkpoint as numpy < 2 writes it (numpy.core, not numpy._core).
     numpy1 = str(tmp_path / 'numpy1.pth')
@@ -216,22 +215,21 @@ def test_mmengine_checkpoint_loads_with_weights_only_only_after_allowlisting(
             dst.writestr(info, data)
     code = f"""
 import json, torch
-from mmhybrid.utils import allow_mmengine_checkpoints
-def load(path):
+import mmhybrid
+from mmhybrid.utils import load_checkpoint_file
+def load(path, reader):
     try:
-        ckpt = torch.load(path)
+        ckpt = reader(path)
     except Exception as err:
         return type(err).__name__
     best_score = ckpt['message_hub']['runtime_info']['best_score']
     return ckpt['meta']['iter'], float(best_score)
-before = load({checkpoint!r})
-allow_mmengine_checkpoints()
-allow_mmengine_checkpoints()
-print(json.dumps([before, load({checkpoint!r}), load({numpy1!r})]))
+print(json.dumps([load({checkpoint!r}, load_checkpoint_file), load({numpy1!r}, load_checkpoint_file),
+                  load({checkpoint!r}, torch.load)]))
 """
-    before, after, after_numpy1 = run_python(code)
-    assert before == 'UnpicklingError'
-    assert after[0] in (2, 4) and after == after_numpy1
+    ours, ours_numpy1, plain_torch_load = run_python(code)
+    assert ours[0] in (2, 4) and ours == ours_numpy1
+    assert plain_torch_load == 'UnpicklingError'   # the allowlist is local to the loader
 
 
 def test_allowlisted_getattr_resolves_only_history_buffer_statistics(tmp_path):
@@ -239,7 +237,7 @@ def test_allowlisted_getattr_resolves_only_history_buffer_statistics(tmp_path):
     code = f"""
 import json, numpy, torch
 from mmengine.logging import HistoryBuffer
-from mmhybrid.utils import allow_mmengine_checkpoints
+from mmhybrid.utils import load_checkpoint_file
 
 class Reach:
     def __init__(self, obj, name):
@@ -247,18 +245,17 @@ class Reach:
     def __reduce__(self):
         return getattr, self.args
 
-allow_mmengine_checkpoints()
 results = []
 for obj, name in [(HistoryBuffer, 'mean'), (HistoryBuffer, 'register_statistics'),
                   (numpy.ndarray, 'tofile')]:
     torch.save({{'x': Reach(obj, name)}}, {evil!r})
     try:
-        results.append(torch.load({evil!r})['x'] is getattr(obj, name))
+        results.append(load_checkpoint_file({evil!r})['x'] is getattr(obj, name))
     except Exception as err:
         results.append(type(err).__name__)
 print(json.dumps(results))
 """
-    assert run_python(code) == [True, 'UnpicklingError', 'UnpicklingError']
+    assert run_python(code) == [True, 'CheckpointLoadError', 'CheckpointLoadError']
 
 
 @pytest.mark.slow

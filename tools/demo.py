@@ -53,8 +53,7 @@ def draw_predictions(config: str, checkpoint: str, images: list, out_file: str, 
     from mmdet.apis import inference_detector, init_detector
     from mmdet.registry import VISUALIZERS
 
-    from mmhybrid.utils import allow_mmengine_checkpoints
-    allow_mmengine_checkpoints()   # mmengine checkpoints under torch's weights-only loading
+    import mmhybrid  # noqa: F401  (mmengine then reads checkpoints with mmhybrid's weights-only loader)
     model = init_detector(config, checkpoint, device='cpu')
     visualizer = VISUALIZERS.build(dict(type='DetLocalVisualizer', name='quickstart', line_width=1))
     visualizer.dataset_meta = model.dataset_meta

@@ -30,9 +30,10 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import mmhybrid  # noqa: E402,F401  (registers the project's models)
-from mmhybrid.utils import (DatasetNotFoundError, LauncherError,  # noqa: E402
-                            allow_mmengine_checkpoints, check_dataset_paths,
-                            finish_distributed, setup_distributed_without_cuda)
+from mmhybrid.converters import CheckpointMismatchError  # noqa: E402
+from mmhybrid.utils import (CheckpointLoadError, DatasetNotFoundError,  # noqa: E402
+                            LauncherError, check_dataset_paths, finish_distributed,
+                            setup_distributed_without_cuda)
 
 
 def parse_args():
@@ -220,7 +221,6 @@ def build_config(args):
 def main():
     """Test with the Runner the config asks for (``runner_type``, or mmengine's)."""
     args = parse_args()
-    allow_mmengine_checkpoints()
     cfg = build_config(args)
     try:
         check_dataset_paths(cfg, ['test_dataloader'])
@@ -235,7 +235,11 @@ def main():
         runner = RUNNERS.build(cfg)
     else:
         runner = Runner.from_cfg(cfg)
-    runner.test()
+    try:
+        runner.test()
+    except (CheckpointLoadError, CheckpointMismatchError) as err:
+        # every checkpoint (load_from, resume, init_cfg) is read by mmhybrid's safe loader
+        fail(str(err))
     finish_distributed()
 
 

@@ -1,6 +1,6 @@
 """Official-checkpoint converters: pure functions, one per family."""
-from .common import (CheckpointMismatchError, load_checkpoint_file, load_state_dict_checked,
-                     strip_prefix, unwrap_state_dict)
+from .common import (CheckpointMismatchError, check_state_dict, load_state_dict_checked, strip_prefix,
+                     unwrap_state_dict)
 from .cloformer import convert_cloformer
 from .conformer import convert_conformer
 from .conv2former import convert_conv2former
@@ -17,7 +17,7 @@ CONVERTERS = {
 }
 
 __all__ = [
-    'CONVERTERS', 'CheckpointMismatchError', 'convert_cloformer', 'convert_conformer', 'convert_conv2former',
-    'convert_crossformer', 'convert_cvt', 'load_checkpoint_file', 'load_state_dict_checked', 'strip_prefix',
+    'CONVERTERS', 'CheckpointMismatchError', 'check_state_dict', 'convert_cloformer', 'convert_conformer', 'convert_conv2former',
+    'convert_crossformer', 'convert_cvt', 'load_state_dict_checked', 'strip_prefix',
     'unwrap_state_dict'
 ]

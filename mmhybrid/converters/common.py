@@ -36,7 +36,8 @@ def unwrap_state_dict(ckpt: Mapping, prefer: Iterable[str] = _CONTAINER_KEYS) ->
             return dict(inner)
     tensors = {k: v for k, v in ckpt.items() if isinstance(v, torch.Tensor)}
     if not tensors:
-        raise ValueError(f'No weights found in checkpoint with top-level keys {list(ckpt)[:10]}.')
+        raise ValueError(f'holds no weights (no tensors at the top level or under {", ".join(prefer)}; '
+                         f'top-level keys: {list(ckpt)[:10]}).')
     return tensors
 
 
@@ -51,35 +52,14 @@ def strip_prefix(state: Mapping[str, torch.Tensor], prefix: str) -> Dict[str, to
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
-def load_checkpoint_file(filename: str, map_location: str = 'cpu'):
-    """Read a checkpoint file (local path or URL) with safe (weights-only) loading.
-
-    Official checkpoints hold plain tensors. A file that pickles other objects
-    (training configs, optimizer classes) is refused with a message saying how to
-    convert it instead of being unpickled.
-    """
-    from mmengine.runner.checkpoint import CheckpointLoader
-    import pickle
-    try:
-        return CheckpointLoader.load_checkpoint(filename, map_location=map_location)
-    except FileNotFoundError as err:
-        raise FileNotFoundError(f'Checkpoint not found: {filename}. Download the official '
-                                'weights (see README, "Pretrained weights") or fix the path.') from err
-    except pickle.UnpicklingError as err:
-        raise ValueError(
-            f'{filename} holds objects other than tensors, so it is not loaded with '
-            'weights_only=True. If you trust the file, convert it once with '
-            f'`python tools/model_converters/convert.py FAMILY {filename} OUT --trust` '
-            'and load OUT.') from err
-
-
-def load_state_dict_checked(model: torch.nn.Module, state: Mapping[str, torch.Tensor],
-                            source: str = 'checkpoint', max_listed: int = 8) -> None:
-    """Load ``state`` into ``model`` strictly, or raise naming what does not match.
+def check_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor],
+                     source: str = 'checkpoint', max_listed: int = 8) -> None:
+    """Raise :class:`CheckpointMismatchError` unless ``state`` fits ``model`` exactly (nothing is loaded).
 
     Every parameter and buffer the model saves must be present with the same
     shape, and no extra key may be left over: a checkpoint of another
-    architecture (other depth or width) is refused, not half-loaded.
+    architecture (other depth or width) is refused, not half-loaded. The model
+    may live on the meta device.
 
     Args:
         model: the backbone.
@@ -107,4 +87,17 @@ def load_state_dict_checked(model: torch.nn.Module, state: Mapping[str, torch.Te
             f'{source} does not match {type(model).__name__} '
             f'({getattr(model, "arch_name", "this architecture")}): ' + '; '.join(parts) +
             '. Check that arch (and family options) match the checkpoint.')
+
+
+def load_state_dict_checked(model: torch.nn.Module, state: Mapping[str, torch.Tensor],
+                            source: str = 'checkpoint', max_listed: int = 8) -> None:
+    """Load ``state`` into ``model`` strictly, or raise naming what does not match.
+
+    Args:
+        model: the backbone.
+        state: converted weights.
+        source: where they came from, for the message.
+        max_listed: how many keys of each kind the message names.
+    """
+    check_state_dict(model, state, source, max_listed)
     model.load_state_dict(state, strict=False)

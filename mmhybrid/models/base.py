@@ -14,16 +14,21 @@
   checkpoint loads as well as a converted one, and a mismatch is refused by name;
 * input validation (a 4D NCHW tensor with ``in_channels`` channels).
 """
+import logging
+import re
 import warnings
+from functools import lru_cache
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
+from mmengine.logging import MMLogger, print_log
 from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.checkpoint import checkpoint
 
-from ..converters.common import load_checkpoint_file, load_state_dict_checked
+from ..converters.common import CheckpointMismatchError, load_state_dict_checked, unwrap_state_dict
+from ..utils.checkpoint import CheckpointLoadError, load_checkpoint_file
 
 
 def resolve_arch(arch: Union[str, dict], zoo: Dict[str, dict], aliases: Dict[str, str],
@@ -89,6 +94,120 @@ def per_stage(value: Union[int, float, Sequence], num: int, name: str) -> tuple:
     return value
 
 
+#: checkpoint schemes of the mmcv/mmengine/torchvision model zoos (ResNet, VGG, HRNet, ...);
+#: none of them holds weights of an mmhybrid family
+MODEL_ZOO_PREFIXES = ('open-mmlab://', 'openmmlab://', 'torchvision://', 'modelzoo://', 'mmcls://')
+
+
+def _pattern(key: str) -> str:
+    return re.sub(r'\d+', '#', key)
+
+
+@lru_cache(maxsize=None)
+def _arch_shapes(cls: type, arch: str) -> Dict[str, tuple]:
+    """Parameter shapes of one zoo arch, built on the meta device (no memory, milliseconds)."""
+    with torch.device('meta'):
+        model = cls(arch=arch)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items() if not k.endswith('num_batches_tracked')}
+
+
+def identify_checkpoint(ckpt) -> List[Tuple[str, Optional[str]]]:
+    """Which registered families (and zoo archs) a checkpoint's weights fit.
+
+    Args:
+        ckpt: what a checkpoint file holds.
+
+    Returns:
+        ``(family class name, arch name or None)`` pairs, best fit first: an exact
+        match of keys and shapes names the arch; a family whose key pattern (digits
+        ignored) covers at least 90% of the keys is listed with None.
+    """
+    from ..registry import MODELS
+    exact, close = [], []
+    for name, cls in sorted(MODELS.module_dict.items()):
+        if not (isinstance(cls, type) and issubclass(cls, HybridBackbone) and getattr(cls, 'arch_zoo', None)):
+            continue
+        try:
+            state = cls.converter(ckpt) if cls.converter else unwrap_state_dict(ckpt)
+        except Exception:  # noqa: BLE001  (a converter refusing the file means: not this family)
+            continue
+        shapes = {k: tuple(v.shape) for k, v in state.items() if not k.endswith('num_batches_tracked')}
+        if not shapes:
+            continue
+        patterns = set()
+        for arch in cls.arch_zoo:
+            own = _arch_shapes(cls, arch)
+            if own == shapes:
+                exact.append((name, arch))
+                break
+            patterns |= {_pattern(k) for k in own}
+        else:
+            fit = sum(_pattern(k) in patterns for k in shapes) / len(shapes)
+            if fit >= 0.9:
+                close.append((name, None))
+    return exact + close
+
+
+def mismatch_message(ckpt, model: nn.Module, source: str, err: Exception) -> str:
+    """One line for a checkpoint that does not fit ``model``, naming what it fits instead.
+
+    Args:
+        ckpt: what the checkpoint file holds.
+        model: the backbone it was loaded into.
+        source: the file, for the message.
+        err: the key-level mismatch (used when the weights fit a custom arch of
+            the same family, where the keys say most).
+    """
+    fits = identify_checkpoint(ckpt)
+    if not fits:
+        return f'{err} The keys fit none of the mmhybrid families.'
+    family, arch = fits[0]
+    mine = type(model).__name__
+    if family == mine:
+        if arch is None:
+            return str(err)
+        return (f"{source}: the weights fit {family}(arch='{arch}'), not this {mine}(arch="
+                f"'{getattr(model, 'arch_name', '?')}'): set arch to match the checkpoint.")
+    what = f" (arch='{arch}')" if arch else ' (a custom arch)'
+    return (f'{source}: a {family}{what} checkpoint, not one of {mine}: '
+            f"use type='mmhybrid.{family}', or a {mine} checkpoint.")
+
+
+def _pretrained_to_init_cfg(name: str, pretrained: Optional[str], init_cfg: Optional[dict]) -> Optional[dict]:
+    """Turn the deprecated ``pretrained=`` into ``init_cfg``, or explain why it is not used.
+
+    mmseg's ``EncoderDecoder`` passes the model-level ``model.pretrained`` into the
+    backbone; mmseg's ResNet-based base configs set it to a model-zoo ResNet
+    (``open-mmlab://resnet50_v1c``). A drop-in config inherits that value without
+    writing it, so a model-zoo name is ignored with a warning instead of being loaded
+    into another architecture.
+
+    Args:
+        name: the backbone class, for messages.
+        pretrained: the ``pretrained`` argument.
+        init_cfg: the ``init_cfg`` argument.
+
+    Returns:
+        The init_cfg to use.
+    """
+    if pretrained is None:
+        return init_cfg
+    where = ('backbone.pretrained, or in mmseg configs the model-level model.pretrained that '
+             'EncoderDecoder passes to the backbone')
+    if isinstance(pretrained, str) and pretrained.startswith(MODEL_ZOO_PREFIXES):
+        print_log(f'{name} ignores pretrained={pretrained!r} ({where}): it names weights of another '
+                  'network from a model zoo, not of this backbone. Set model.pretrained=None in your config '
+                  'to silence this, and load weights with backbone.init_cfg=dict(type="Pretrained", '
+                  'checkpoint=...).', logger='current', level=logging.WARNING)
+        return init_cfg
+    if init_cfg is not None:
+        raise ValueError(f'{name} got both init_cfg={dict(init_cfg)} and pretrained={pretrained!r} ({where}); '
+                         'keep one: set model.pretrained=None (mmseg) or drop the backbone\'s init_cfg.')
+    warnings.warn(f'pretrained={pretrained!r} is deprecated; use init_cfg=dict(type="Pretrained", '
+                  'checkpoint=...) instead.', DeprecationWarning)
+    return dict(type='Pretrained', checkpoint=pretrained)
+
+
 class HybridBackbone(BaseModule):
     """Base class of the mmhybrid backbones.
 
@@ -104,9 +223,13 @@ class HybridBackbone(BaseModule):
             drop them from the optimizer or use ``find_unused_parameters=True``).
         frozen_stages (int): -1 freezes nothing, 0 the stem, k the stem and
             stages 0..k-1.
-        norm_eval (bool): Keep BatchNorm layers in eval mode during training.
+        norm_eval (bool, optional): Keep BatchNorm layers in eval mode during training;
+            None: from the moment weights are loaded into the backbone (see
+            :attr:`norm_eval`).
         with_cp (bool): Gradient checkpointing of each block.
-        pretrained (str, optional): Deprecated; use ``init_cfg``.
+        pretrained (str, optional): Deprecated; use ``init_cfg``. A model-zoo name
+            (``open-mmlab://...``, ``torchvision://...``), which mmseg's ResNet base
+            configs pass in as ``model.pretrained``, is ignored with a warning.
         init_cfg (dict, optional): mmengine init config. ``type='Pretrained'``
             loads an official or converted checkpoint through the converter.
     """
@@ -117,20 +240,43 @@ class HybridBackbone(BaseModule):
     converter: Optional[Callable[[dict], dict]] = None
 
     def __init__(self, in_channels: int = 3, out_indices: Sequence[int] = (0, 1, 2, 3),
-                 frozen_stages: int = -1, norm_eval: bool = False, with_cp: bool = False,
+                 frozen_stages: int = -1, norm_eval: Optional[bool] = False, with_cp: bool = False,
                  pretrained: Optional[str] = None, init_cfg: Optional[dict] = None):
-        if pretrained is not None:
-            if init_cfg is not None:
-                raise ValueError('Give either init_cfg or the deprecated pretrained, not both.')
-            warnings.warn('pretrained= is deprecated; use init_cfg=dict(type="Pretrained", '
-                          'checkpoint=...) instead.', DeprecationWarning)
-            init_cfg = dict(type='Pretrained', checkpoint=pretrained)
+        init_cfg = _pretrained_to_init_cfg(type(self).__name__, pretrained, init_cfg)
         super().__init__(init_cfg=init_cfg)
         self.in_channels = in_channels
         self._out_indices_arg = tuple(out_indices) if not isinstance(out_indices, int) else (out_indices, )
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
         self.with_cp = with_cp
+        self._weights_loaded = False
+
+    @property
+    def norm_eval(self) -> bool:
+        """Whether BatchNorm layers stay in eval mode while training.
+
+        ``norm_eval=None`` (the default of the families whose official dense recipe
+        freezes BatchNorm statistics) means: trainable statistics until weights are
+        loaded into the backbone (``init_cfg``, ``load_from``, ``resume``,
+        ``load_state_dict``), frozen from then on. Random BatchNorm statistics are
+        never frozen, so training from scratch works.
+        """
+        if self._norm_eval_arg is None:
+            return self._weights_loaded
+        return self._norm_eval_arg
+
+    @norm_eval.setter
+    def norm_eval(self, value: Optional[bool]) -> None:
+        if value not in (None, True, False):
+            raise ValueError(f'norm_eval must be True, False or None (frozen once weights are loaded), got {value!r}.')
+        self._norm_eval_arg = value
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # every loading path (init_cfg, mmengine's load_from/resume, timm, plain
+        # load_state_dict) passes here: remember that the weights are no longer random
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if any(k.startswith(prefix) for k in state_dict):
+            self._weights_loaded = True
 
     # -- to be provided by a family -------------------------------------------------
     def stem_modules(self) -> List[nn.Module]:
@@ -221,15 +367,48 @@ class HybridBackbone(BaseModule):
         self._default_init()
         super().init_weights()
 
+    def _dump_init_info(self) -> None:
+        # mmengine's BaseModule writes one entry per parameter (thousands of lines) to
+        # the log file of a Runner, or else to the console; a backbone initialised
+        # from plain Python keeps the console quiet
+        from logging import FileHandler
+        if any(isinstance(h, FileHandler) for h in MMLogger.get_current_instance().handlers):
+            super()._dump_init_info()
+
     def load_pretrained(self, filename: str) -> None:
-        """Load an official or converted checkpoint file (path or URL) strictly.
+        """Load an official or converted checkpoint file (path, URL or model-zoo name) strictly.
 
         Args:
-            filename: the checkpoint; its weights go through ``converter``.
+            filename: the checkpoint; it is read by the safe loader and its weights
+                go through ``converter`` and :meth:`adapt_pretrained`.
+
+        Raises:
+            CheckpointLoadError: the file cannot be read safely or holds no weights.
+            CheckpointMismatchError: the weights belong to another architecture
+                (the message names the family and arch they fit, when one does).
         """
         ckpt = load_checkpoint_file(filename)
-        state = type(self).converter(ckpt) if type(self).converter else ckpt
-        load_state_dict_checked(self, self.adapt_pretrained(state, filename), source=filename)
+        state = self.convert_checkpoint(ckpt, source=filename)
+        try:
+            load_state_dict_checked(self, state, source=filename)
+        except CheckpointMismatchError as err:
+            raise CheckpointMismatchError(mismatch_message(ckpt, self, filename, err)) from None
+
+    def convert_checkpoint(self, ckpt, source: str = 'checkpoint') -> dict:
+        """An official or converted checkpoint object -> this backbone's state dict (no loading).
+
+        Args:
+            ckpt: what the checkpoint file holds.
+            source: where it came from, for messages.
+        """
+        converter = type(self).converter
+        try:
+            state = converter(ckpt) if converter else unwrap_state_dict(ckpt)
+        except CheckpointMismatchError:
+            raise
+        except (TypeError, ValueError, KeyError) as err:
+            raise CheckpointLoadError(f'{source}: {err}') from None
+        return self.adapt_pretrained(state, source)
 
     def layer_decay_id(self, name: str, num_layers: int, decay_type: str = 'layer_wise') -> int:
         """Layer id of a backbone parameter for layer-wise learning-rate decay.

@@ -49,7 +49,7 @@ from mmengine.model.weight_init import trunc_normal_
 from ..converters.conformer import convert_conformer
 from ..registry import MODELS
 from .base import HybridBackbone, resolve_arch
-from .layers import DropPath, Mlp, drop_path_rates, pad_bottom_right
+from .layers import DropPath, Mlp, autocast_outputs, drop_path_rates, pad_bottom_right
 
 
 # --------------------------------------------------------------------------------------
@@ -203,13 +203,14 @@ class FCUUp(nn.Module):
         """``(B, h * w, embed_dims)`` patch tokens (no class token) -> ``(B, out_channels, h, w)``."""
         b, (h, w) = tokens.shape[0], grid
         weight, bias = self.conv_project.weight.flatten(1), self.conv_project.bias
+        c = weight.shape[0]   # explicit: a -1 cannot be inferred from an empty batch
         if self.bn.training:
-            y = F.linear(tokens, weight, bias).view(b, h, w, -1).permute(0, 3, 1, 2)
+            y = F.linear(tokens, weight, bias).view(b, h, w, c).permute(0, 3, 1, 2)
             return self.bn(y).relu_()
         scale = self.bn.weight * torch.rsqrt(self.bn.running_var + self.bn.eps)
         bias = (bias - self.bn.running_mean) * scale + self.bn.bias
         y = F.linear(tokens, weight * scale[:, None], bias).relu_()
-        return y.view(b, h, w, -1).permute(0, 3, 1, 2)
+        return y.view(b, h, w, c).permute(0, 3, 1, 2)
 
 
 # --------------------------------------------------------------------------------------
@@ -351,8 +352,11 @@ class Conformer(HybridBackbone):
             embedding and ``trans_1``). The official detection code's
             ``frozen_stages=1`` (its recipe) freezes only the stem: here 0.
             Default: -1.
-        norm_eval (bool): Keep every BatchNorm in eval mode (frozen statistics)
-            while training; the official detection recipe does. Default: True.
+        norm_eval (bool, optional): Keep every BatchNorm in eval mode (frozen
+            statistics) while training, as the official detection recipe does.
+            Default: None, i.e. frozen from the moment weights are loaded
+            (``init_cfg``, ``load_from``, ``load_state_dict``); random BatchNorm
+            statistics train, so a backbone trained from scratch learns.
         with_cp (bool): Gradient checkpointing per fused block. Default: False.
         pretrained (str, optional): Deprecated, use ``init_cfg``.
         init_cfg (dict, optional): e.g. ``dict(type='Pretrained', checkpoint=...)``:
@@ -377,7 +381,7 @@ class Conformer(HybridBackbone):
                  with_tokens: bool = False,
                  out_indices: Sequence[int] = (0, 1, 2, 3),
                  frozen_stages: int = -1,
-                 norm_eval: bool = True,
+                 norm_eval: Optional[bool] = None,
                  with_cp: bool = False,
                  pretrained: Optional[str] = None,
                  init_cfg: Optional[dict] = None):
@@ -487,4 +491,4 @@ class Conformer(HybridBackbone):
         if self.with_tokens:
             patches = x_t[:, 1:].transpose(1, 2).reshape(b, self.embed_dims, *grid)
             outs.append((patches, x_t[:, 0]))
-        return tuple(outs)
+        return autocast_outputs(outs)

@@ -32,7 +32,7 @@ from ..converters.common import CheckpointMismatchError
 from ..converters.cvt import convert_cvt
 from ..registry import MODELS
 from .base import HybridBackbone, resolve_arch
-from .layers import DropPath, Mlp, pad_bottom_right
+from .layers import DropPath, Mlp, autocast_outputs, pad_bottom_right
 
 
 # --------------------------------------------------------------------------------------
@@ -266,10 +266,12 @@ class CvT(HybridBackbone):
     **norm_eval.** Every attention block has three BatchNorms (after the depthwise
     q/k/v convolutions). Detection trains with 1-2 large images per GPU, whose
     batch statistics differ from the ImageNet ones the model was trained with
-    (256 images of 224x224 per GPU); the default ``norm_eval=True`` keeps the
+    (256 images of 224x224 per GPU); the default (``norm_eval=None``) keeps the
     ImageNet running statistics (the BN scale and shift still learn), so training
     and testing use the same normalisation and results do not depend on the batch
-    size per GPU. Set it to False with large per-GPU batches or SyncBN.
+    size per GPU, once such statistics have been loaded; random statistics (no
+    weights loaded) keep training. Set it to False with large per-GPU batches or
+    SyncBN.
 
     Args:
         arch (str | dict): '13', '21', 'w24' (also 'cvt-13', ...; an int is read as
@@ -294,8 +296,10 @@ class CvT(HybridBackbone):
         out_indices (Sequence[int], optional): Levels to return. Default: all.
         frozen_stages (int): -1 none, 0 the stride-4 embedding (``stage0.patch_embed``),
             k that and stages 0..k-1 (with their class token). Default: -1.
-        norm_eval (bool): Keep the attention BatchNorms in eval mode (fixed
-            statistics) while training. Default: True (see above).
+        norm_eval (bool, optional): Keep the attention BatchNorms in eval mode
+            (fixed statistics) while training. Default: None, i.e. frozen from the
+            moment weights are loaded (``init_cfg``, ``load_from``,
+            ``load_state_dict``; see above); random statistics train.
         with_cp (bool): Gradient checkpointing per block. Default: False.
         pretrained (str, optional): Deprecated, use ``init_cfg``.
         init_cfg (dict, optional): e.g. ``dict(type='Pretrained', checkpoint='CvT-13-224x224-IN-1k.pth')``;
@@ -322,7 +326,7 @@ class CvT(HybridBackbone):
                  with_tokens: bool = False,
                  out_indices: Optional[Sequence[int]] = None,
                  frozen_stages: int = -1,
-                 norm_eval: bool = True,
+                 norm_eval: Optional[bool] = None,
                  with_cp: bool = False,
                  pretrained: Optional[str] = None,
                  init_cfg: Optional[dict] = None):
@@ -434,4 +438,4 @@ class CvT(HybridBackbone):
                 patches, cls = out, (tokens[:, 0] if num_cls else None)  # one copy serves both
         if self.with_tokens:
             outs.append((patches, cls))
-        return tuple(outs)
+        return autocast_outputs(outs)

@@ -1,10 +1,11 @@
-"""Helpers for the project's tools: checkpoint loading, dataset checks, CPU distributed launch."""
-from .checkpoint import allow_mmengine_checkpoints, mmengine_checkpoint_safe_globals
+"""Helpers for the project's tools: the safe checkpoint loader, dataset checks, CPU distributed launch."""
+from .checkpoint import (CheckpointLoadError, CheckpointNotFoundError, install_safe_checkpoint_loaders,
+                         load_checkpoint_file, mmengine_checkpoint_safe_globals)
 from .datasets import DatasetNotFoundError, check_dataset_paths
 from .launch import LauncherError, finish_distributed, setup_distributed_without_cuda
 
 __all__ = [
-    'allow_mmengine_checkpoints', 'mmengine_checkpoint_safe_globals',
-    'DatasetNotFoundError', 'check_dataset_paths', 'LauncherError', 'finish_distributed',
-    'setup_distributed_without_cuda'
+    'CheckpointLoadError', 'CheckpointNotFoundError', 'install_safe_checkpoint_loaders', 'load_checkpoint_file',
+    'mmengine_checkpoint_safe_globals', 'DatasetNotFoundError', 'check_dataset_paths', 'LauncherError',
+    'finish_distributed', 'setup_distributed_without_cuda'
 ]
