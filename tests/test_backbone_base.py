@@ -2,6 +2,7 @@
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -254,3 +255,27 @@ def test_cache_does_not_depend_on_the_mode_of_the_first_call(family):
     outs = model(x)
     sum(o.square().mean() for o in outs).backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_init_weights_outside_a_runner_prints_at_most_a_few_lines():
+    """mmengine's per-parameter initialisation dump goes to a Runner's log file, not to a plain console."""
+    code = ('import sys; sys.path.insert(0, "tests"); import mmhybrid; from family_archs import SMALL_ARCH\n'
+            'for family, arch in SMALL_ARCH.items():\n'
+            '    mmhybrid.MODELS.build(dict(type=f"mmhybrid.{family}", arch=arch)).init_weights()\n')
+    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120,
+                            cwd=str(Path(__file__).resolve().parents[1]))
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if 'Warning' not in line
+             and not line.startswith('  ')]
+    assert len(lines) <= 5, '\n'.join(lines[:20])
+
+
+@pytest.mark.parametrize('family', list(SMALL_ARCH))
+def test_batchnorm_statistics_train_until_weights_are_loaded_when_norm_eval_is_none(family):
+    from mmhybrid.registry import MODELS
+    model = MODELS.build(dict(type=f'mmhybrid.{family}', arch=SMALL_ARCH[family], norm_eval=None)).train()
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert model.norm_eval is False and all(bn.training for bn in bns)
+    model.load_state_dict(model.state_dict())
+    model.train()
+    assert model.norm_eval is True and not any(bn.training for bn in bns)

@@ -534,3 +534,16 @@ def test_readme_example_runs(tmp_path, capsys):
     assert '[192, 384, 768] [8, 16, 32]' in out and "'p5': (1, 256, 8, 12)" in out
     assert torch.equal(names['classifier'].head.fc.weight, official['head.weight'])
     assert 'Normalize(mean=tensor([0.4850, 0.4560, 0.4060])' in str(names['transform'])
+
+
+@pytest.mark.parametrize('features_only', [True, False])
+def test_create_model_checkpoint_path_reads_official_files_with_and_without_features_only(tmp_path, features_only):
+    """timm's checkpoint_path goes through mmhybrid's safe loader and converter, also through the
+    features_only wrapper (whose own keys are model.backbone.*)."""
+    official = {k: torch.randn_like(v) if v.is_floating_point() else v
+                for k, v in MODELS.build(dict(type='mmhybrid.CloFormer', arch='xxs')).state_dict().items()}
+    torch.save({'model': official}, tmp_path / 'cloformer-xxs.pth')
+    model = timm.create_model('cloformer_xxs', features_only=features_only,
+                              checkpoint_path=str(tmp_path / 'cloformer-xxs.pth'))
+    backbone = model.model.backbone if features_only else model.backbone
+    assert all(torch.equal(v, official[k]) for k, v in backbone.state_dict().items())
