@@ -110,6 +110,25 @@ def test_mmengine_pretrained_init_and_load_checkpoint_use_the_safe_loader(served
     assert not served['marker'].exists()
 
 
+def test_model_zoo_names_resolve_to_urls_read_by_the_safe_loader(served, monkeypatch):
+    """open-mmlab://, torchvision:// (and modelzoo://) names: mmengine's tables give the URL, the
+    download and the reading are mmhybrid's."""
+    from mmengine.runner import checkpoint as mmengine_checkpoint
+    url = served['url']
+    monkeypatch.setattr(mmengine_checkpoint, 'get_external_models',
+                        lambda: {'evil_net': f'{url}/evil.pth', 'good_net': f'{url}/good.pth'})
+    monkeypatch.setattr(mmengine_checkpoint, 'get_torchvision_models', lambda: {'evil_net': f'{url}/evil.pth'})
+    for name in ('open-mmlab://evil_net', 'torchvision://evil_net', 'modelzoo://evil_net'):
+        with pytest.raises(CheckpointLoadError, match=REFUSED_RE):
+            mmengine_checkpoint._load_checkpoint(name, map_location='cpu')
+    assert 'model' in load_checkpoint_file('open-mmlab://good_net')
+    with pytest.raises(CheckpointNotFoundError, match='no model named'):
+        load_checkpoint_file('open-mmlab://no_such_net')
+    with pytest.raises(CheckpointLoadError, match=r'cannot download .*/nothing\.pth'):
+        load_checkpoint_file(f'{url}/nothing.pth')   # HTTP 404: one line, no bare URLError
+    assert not served['marker'].exists()
+
+
 def test_timm_refuses_a_code_running_file_by_url_and_checkpoint_path(served):
     timm = pytest.importorskip('timm')
     import mmhybrid.timm_models  # noqa: F401

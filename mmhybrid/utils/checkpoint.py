@@ -248,6 +248,16 @@ def load_checkpoint_file(filename: str, map_location='cpu', trust: bool = False)
     """
     name = str(filename)
     source = _fetch(name)
+    try:
+        return _read(source, name, map_location, trust)
+    except CheckpointLoadError as err:
+        if isinstance(source, str) and name.startswith(('http://', 'https://', 'open-mmlab://', 'openmmlab://',
+                                                        'torchvision://', 'modelzoo://', 'mmcls://')):
+            raise type(err)(f'{err} (downloaded copy: {source}; delete it to download again)') from None
+        raise
+
+
+def _read(source: Union[str, bytes], name: str, map_location, trust: bool) -> dict:
     if isinstance(source, str):
         _check_local_file(source, name)
         if source.endswith('.safetensors'):
