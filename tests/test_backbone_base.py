@@ -279,3 +279,47 @@ def test_batchnorm_statistics_train_until_weights_are_loaded_when_norm_eval_is_n
     model.load_state_dict(model.state_dict())
     model.train()
     assert model.norm_eval is True and not any(bn.training for bn in bns)
+
+
+def _assert_same_maps(expected, actual):
+    assert len(expected) == len(actual)
+    for a, b in zip(expected, actual):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5 * max(1.0, a.abs().max().item()))
+
+
+@pytest.mark.parametrize('family', list(SMALL_ARCH))
+def test_jit_trace_and_export_under_no_grad_give_the_eager_maps(family):
+    """The fused oneDNN inference paths step aside while tracing/exporting: what is recorded is the
+    plain path, which runs anywhere."""
+    from mmhybrid.registry import MODELS
+    model = MODELS.build(dict(type=f'mmhybrid.{family}', arch=SMALL_ARCH[family])).eval()
+    x = torch.randn(1, 3, 70, 90)
+    with torch.no_grad():
+        eager = model(x)
+        traced = torch.jit.trace(model, x, check_trace=False)
+        _assert_same_maps(eager, traced(x))
+        exported = torch.export.export(model, (x, ), strict=False)
+        _assert_same_maps(eager, exported.module()(x))
+
+
+@pytest.mark.parametrize('family', list(SMALL_ARCH))
+def test_forward_hooks_fire_on_every_module_in_inference(family):
+    from mmhybrid.registry import MODELS
+    model = MODELS.build(dict(type=f'mmhybrid.{family}', arch=SMALL_ARCH[family])).eval()
+    with torch.no_grad():
+        model(torch.randn(1, 3, 64, 64))   # modules that run at all (no hooks)
+    called, ran = set(), set()
+    leaves = {name: m for name, m in model.named_modules() if not list(m.children()) and list(m.parameters())}
+    handles = [m.register_forward_hook(lambda *_, name=name: called.add(name)) for name, m in leaves.items()]
+    with torch.no_grad():
+        eager = model(torch.randn(1, 3, 64, 64))
+    for h in handles:
+        h.remove()
+    # the same modules run in training (no fused path there): each of them must have fired above
+    handles = [m.register_forward_hook(lambda *_, name=name: ran.add(name)) for name, m in leaves.items()]
+    model.train()
+    model(torch.randn(2, 3, 64, 64))
+    for h in handles:
+        h.remove()
+    assert ran and ran <= called, sorted(ran - called)[:10]
+    assert eager

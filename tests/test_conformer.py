@@ -8,7 +8,8 @@ import torch.nn.functional as F
 
 from mmhybrid.converters import CheckpointMismatchError, convert_conformer, load_state_dict_checked
 from mmhybrid.models import Conformer
-from mmhybrid.models.conformer import FCUDown, FCUUp, add_upsampled, conv_bn
+from mmhybrid.models.conformer import FCUDown, FCUUp, add_upsampled
+from mmhybrid.models.layers import conv_bn
 
 # widths 16, 32, 64, 64; six blocks: maps after blocks 2, 4, 5, 6
 TINY = dict(patch_size=16, channel_ratio=1, base_channels=16, embed_dims=32, num_heads=2, depth=6)
@@ -114,7 +115,7 @@ def test_frozen_batchnorm_folded_into_the_conv_equals_conv_then_batchnorm(kernel
     bn = randomize(nn.BatchNorm2d(8, eps=1e-6)).eval()
     x = torch.randn(2, 6, 9, 11).contiguous(memory_format=torch.channels_last).requires_grad_()
     grads = []
-    for fn in (lambda: conv_bn(x, conv, bn, relu=True), lambda: F.relu(bn(conv(x)))):
+    for fn in (lambda: F.relu(conv_bn(x, conv, bn)), lambda: F.relu(bn(conv(x)))):
         out = fn()
         grad = torch.autograd.grad((out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum(),
                                    [x, conv.weight, bn.weight, bn.bias])

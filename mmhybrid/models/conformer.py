@@ -49,31 +49,18 @@ from mmengine.model.weight_init import trunc_normal_
 from ..converters.conformer import convert_conformer
 from ..registry import MODELS
 from .base import HybridBackbone, resolve_arch
-from .layers import DropPath, Mlp, autocast_outputs, drop_path_rates, pad_bottom_right
+from .layers import DropPath, Mlp, autocast_outputs, bn_affine, conv_bn, drop_path_rates, has_hooks, pad_bottom_right
 
 
 # --------------------------------------------------------------------------------------
 # Convolution + BatchNorm, upsample-add
 # --------------------------------------------------------------------------------------
-def conv_bn(x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d, relu: bool = False,
-            residual: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """``bn(conv(x))``, then ``+ residual`` if given, then an optional ReLU (both in place).
-
-    With ``bn`` in eval mode the normalisation is an affine map per channel and is
-    folded into the convolution's weight and bias (computed anew on every call,
-    so gradients still reach ``bn.weight``/``bn.bias``). The in-place ops are
-    safe: neither a convolution nor a training-mode BN needs its output for the
-    backward pass.
-    """
-    if bn.training:
-        y = bn(conv(x))
-    else:
-        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
-        bias = bn.bias - bn.running_mean * scale
-        if conv.bias is not None:
-            bias = bias + conv.bias * scale
-        y = F.conv2d(x, conv.weight * scale.view(-1, 1, 1, 1), bias, conv.stride, conv.padding,
-                     conv.dilation, conv.groups)
+def conv_bn_act(x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d, relu: bool = False,
+                residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``bn(conv(x))`` (BatchNorm folded when frozen, see ``conv_bn``), then ``+ residual`` if
+    given, then an optional ReLU (both in place: neither a convolution nor a training-mode
+    BN needs its output for the backward pass)."""
+    y = conv_bn(x, conv, bn)
     if residual is not None:
         y = y.add_(residual)
     return y.relu_() if relu else y
@@ -141,12 +128,12 @@ class ConvBlock(nn.Module):
                 nearest-upsampled by ``s = fusion_stride`` before the 3x3 conv.
             fusion_stride: the upsampling factor of ``fusion``.
         """
-        out = conv_bn(x, self.conv1, self.bn1, relu=True)
+        out = conv_bn_act(x, self.conv1, self.bn1, relu=True)
         if fusion is not None:
             out = add_upsampled(out, fusion, fusion_stride)
-        x2 = conv_bn(out, self.conv2, self.bn2, relu=True)
-        residual = x if self.residual_conv is None else conv_bn(x, self.residual_conv, self.residual_bn)
-        return conv_bn(x2, self.conv3, self.bn3, relu=True, residual=residual), x2
+        x2 = conv_bn_act(out, self.conv2, self.bn2, relu=True)
+        residual = x if self.residual_conv is None else conv_bn_act(x, self.residual_conv, self.residual_bn)
+        return conv_bn_act(x2, self.conv3, self.bn3, relu=True, residual=residual), x2
 
 
 # --------------------------------------------------------------------------------------
@@ -204,11 +191,14 @@ class FCUUp(nn.Module):
         b, (h, w) = tokens.shape[0], grid
         weight, bias = self.conv_project.weight.flatten(1), self.conv_project.bias
         c = weight.shape[0]   # explicit: a -1 cannot be inferred from an empty batch
+        if has_hooks(self.conv_project, self.bn):   # the modules themselves, so that their hooks run
+            y = tokens.transpose(1, 2).reshape(b, tokens.shape[-1], h, w)
+            return self.bn(self.conv_project(y)).relu_()
         if self.bn.training:
             y = F.linear(tokens, weight, bias).view(b, h, w, c).permute(0, 3, 1, 2)
             return self.bn(y).relu_()
-        scale = self.bn.weight * torch.rsqrt(self.bn.running_var + self.bn.eps)
-        bias = (bias - self.bn.running_mean) * scale + self.bn.bias
+        scale, shift = bn_affine(self.bn)
+        bias = bias * scale + shift
         y = F.linear(tokens, weight * scale[:, None], bias).relu_()
         return y.view(b, h, w, c).permute(0, 3, 1, 2)
 
@@ -473,7 +463,7 @@ class Conformer(HybridBackbone):
         b = x.shape[0]
         x = x.contiguous(memory_format=torch.channels_last)
         grid = self.token_grid(*x.shape[-2:])   # = ceil(stem output / (patch / 4))
-        x_base = F.max_pool2d(conv_bn(x, self.conv1, self.bn1), 3, 2, 1).relu_()
+        x_base = F.max_pool2d(conv_bn_act(x, self.conv1, self.bn1), 3, 2, 1).relu_()
         dw = self.patch_size // 4
 
         x = self.run_block(self.conv_1, x_base)[0]

@@ -162,7 +162,7 @@ class Conv2FormerBlock(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training and onednn_inference(x):
+        if not self.training and onednn_inference(x, *self.modules()):
             return self.forward_fused(x)
         if isinstance(self.drop_path, nn.Identity) or not self.training:
             x = torch.addcmul(x, self.layer_scale_1[:, None, None], self.attn(x))

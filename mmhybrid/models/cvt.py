@@ -32,7 +32,7 @@ from ..converters.common import CheckpointMismatchError
 from ..converters.cvt import convert_cvt
 from ..registry import MODELS
 from .base import HybridBackbone, resolve_arch
-from .layers import DropPath, Mlp, autocast_outputs, pad_bottom_right
+from .layers import DropPath, Mlp, autocast_outputs, conv_bn, pad_bottom_right
 
 
 # --------------------------------------------------------------------------------------
@@ -79,15 +79,7 @@ class ConvProjection(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W)`` map -> ``(B, H'W', C)`` tokens."""
-        if self.bn.training:
-            x = self.bn(self.conv(x))
-        else:
-            # BN with fixed statistics is an affine map per channel: fold it into the conv
-            bn = self.bn
-            scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
-            x = F.conv2d(x, self.conv.weight * scale[:, None, None, None], bn.bias - bn.running_mean * scale,
-                         self.conv.stride, self.conv.padding, groups=self.conv.groups)
-        return x.flatten(2).transpose(1, 2)
+        return conv_bn(x, self.conv, self.bn).flatten(2).transpose(1, 2)
 
 
 class ConvAttention(nn.Module):

@@ -1,13 +1,13 @@
 """Small building blocks shared by the backbone families."""
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn.bricks import DropPath
 
-__all__ = ['DropPath', 'LayerNorm2d', 'Mlp', 'autocast_outputs', 'conv_act', 'drop_path_rates', 'onednn_conv',
-           'onednn_conv_binary', 'onednn_inference', 'pad_bottom_right']
+__all__ = ['DropPath', 'LayerNorm2d', 'Mlp', 'autocast_outputs', 'bn_affine', 'conv_act', 'conv_bn', 'drop_path_rates',
+           'has_hooks', 'onednn_conv', 'onednn_conv_binary', 'onednn_inference', 'pad_bottom_right']
 
 
 class LayerNorm2d(nn.LayerNorm):
@@ -122,22 +122,76 @@ _ACTIVATIONS = {'none': (None, None), 'gelu': (F.gelu, 'none'), 'swish': (F.silu
                 'tanh': (torch.tanh, None)}
 
 
+def _being_traced(x: torch.Tensor) -> bool:
+    """Whether ``x`` runs under a tracer or compiler (jit.trace/script, torch.export, torch.compile, FX)."""
+    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
+        return True
+    if isinstance(x, torch.fx.Proxy):
+        return True
+    # torch.export(strict=False) and make_fx run the model on fake/functional tensors
+    return type(x) is not torch.Tensor and not isinstance(x, nn.Parameter)
+
+
+def has_hooks(*modules: nn.Module) -> bool:
+    """Whether any of ``modules`` (or the global module registry) has forward hooks.
+
+    Fused paths that compute several modules in one call step aside then, so that
+    every hook runs.
+    """
+    if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks for m in modules)
+
+
+def bn_affine(bn: nn.BatchNorm2d) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(scale, shift)`` of a BatchNorm with fixed statistics: ``bn(x) == x * scale + shift`` per channel.
+
+    Computed anew on every call (nothing is written into the module), so gradients
+    still reach ``bn.weight`` and ``bn.bias``.
+    """
+    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+    return scale, bn.bias - bn.running_mean * scale
+
+
+def conv_bn(x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> torch.Tensor:
+    """``bn(conv(x))``; with ``bn`` in eval mode, one convolution with the BatchNorm folded in.
+
+    Folding keeps the convolution output out of the autograd graph (a BatchNorm
+    keeps its input for the backward pass, a convolution with folded weights does
+    not) and saves a pass over memory. The modules run as they are in training
+    mode and when they have hooks.
+
+    Args:
+        x: the input.
+        conv: the convolution.
+        bn: the BatchNorm after it.
+    """
+    if bn.training or has_hooks(conv, bn):
+        return bn(conv(x))
+    scale, shift = bn_affine(bn)
+    bias = shift if conv.bias is None else shift + conv.bias * scale
+    return F.conv2d(x, conv.weight * scale.view(-1, 1, 1, 1), bias, conv.stride, conv.padding, conv.dilation,
+                    conv.groups)
+
+
 def onednn_inference(x: torch.Tensor, *modules: nn.Module) -> bool:
     """Whether the fused oneDNN convolutions may replace the plain path for input ``x``.
 
+    Only for eager CPU fp32 inference: not with autograd or autocast, not while the
+    model is traced, scripted, exported or compiled (the private op is unknown to
+    those tools; the plain path is what they should record), and not when the
+    replaced modules (or global module hooks) have hooks, so that hooks always run.
+
     Args:
         x: the input of the fused computation.
-        *modules: modules whose forward the fused call replaces; the plain path is
-            kept when they (or global module hooks) have hooks, so the hooks run.
+        *modules: modules whose forward the fused call replaces.
     """
     if (ONEDNN_CONV is None or torch.is_grad_enabled() or x.device.type != 'cpu' or x.dtype != torch.float32
-            or torch.is_autocast_enabled('cpu')):
+            or torch.is_autocast_enabled('cpu') or _being_traced(x)):
         return False
-    if not modules:
-        return True
-    if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
+    if has_hooks(*modules):
         return False
-    return not any(m._forward_hooks or m._forward_pre_hooks or m.weight.dtype != torch.float32 for m in modules)
+    return not any(getattr(m, 'weight', None) is not None and m.weight.dtype != torch.float32 for m in modules)
 
 
 def onednn_conv(x: torch.Tensor, conv: nn.Conv2d, act: str = 'none', weight: Optional[torch.Tensor] = None,
