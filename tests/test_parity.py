@@ -11,18 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmhybrid.converters import CONVERTERS, load_state_dict_checked
-from mmhybrid.registry import MODELS
+from mmhybrid.converters import load_state_dict_checked
+from mmhybrid.models.base import registered_families
 
 REFERENCE_DIR = Path(os.environ.get('MMHYBRID_REFERENCE_DIR', Path(__file__).parent / 'reference'))
-# fixture family -> registered backbone name
-BACKBONES = {
-    'cloformer': 'CloFormer',
-    'conformer': 'Conformer',
-    'conv2former': 'Conv2Former',
-    'crossformer': 'CrossFormer',
-    'cvt': 'CvT',
-}
 TOLERANCE = 1e-4  # relative to each map's absmax
 
 
@@ -45,10 +37,11 @@ def test_official_outputs_are_reproduced(path):
     synth = _load_synth_weights()
     fx = synth.load_fixture(path)
     family = fx['family']
-    if family not in BACKBONES:
+    families = registered_families()
+    if family not in families:
         pytest.xfail(f'{fx["case"]}: family {family!r} is not implemented yet')
-    backbone = MODELS.build(dict(type=f'mmhybrid.{BACKBONES[family]}', **fx['project_arch'], drop_path_rate=0.0))
-    converted = CONVERTERS[family](synth.synth_state_dict(fx['keys']))
+    backbone = families[family](**fx['project_arch'], drop_path_rate=0.0)
+    converted = families[family].converter(synth.synth_state_dict(fx['keys']))
     load_state_dict_checked(backbone, converted, source=fx['case'])  # strict: every weight filled
     backbone.eval()
     with torch.no_grad():

@@ -99,6 +99,13 @@ def per_stage(value: Union[int, float, Sequence], num: int, name: str) -> tuple:
 MODEL_ZOO_PREFIXES = ('open-mmlab://', 'openmmlab://', 'torchvision://', 'modelzoo://', 'mmcls://')
 
 
+def registered_families() -> Dict[str, type]:
+    """Every backbone family in ``mmhybrid.registry.MODELS``, by its ``key`` (the one place a family is named)."""
+    from ..registry import MODELS
+    return {cls.key: cls for cls in MODELS.module_dict.values()
+            if isinstance(cls, type) and issubclass(cls, HybridBackbone) and cls.key}
+
+
 def _pattern(key: str) -> str:
     return re.sub(r'\d+', '#', key)
 
@@ -122,10 +129,10 @@ def identify_checkpoint(ckpt) -> List[Tuple[str, Optional[str]]]:
         match of keys and shapes names the arch; a family whose key pattern (digits
         ignored) covers at least 90% of the keys is listed with None.
     """
-    from ..registry import MODELS
     exact, close = [], []
-    for name, cls in sorted(MODELS.module_dict.items()):
-        if not (isinstance(cls, type) and issubclass(cls, HybridBackbone) and getattr(cls, 'arch_zoo', None)):
+    for cls in sorted(registered_families().values(), key=lambda c: c.key):
+        name = cls.__name__
+        if not getattr(cls, 'arch_zoo', None):
             continue
         try:
             state = cls.converter(ckpt) if cls.converter else unwrap_state_dict(ckpt)
@@ -236,6 +243,8 @@ class HybridBackbone(BaseModule):
 
     #: name of the family, for messages
     family: str = 'backbone'
+    #: the family's lower-case name (fixtures, ``convert.py FAMILY``, ``CONVERTERS``); None: not a family
+    key: Optional[str] = None
     #: pure function official state dict -> project state dict
     converter: Optional[Callable[[dict], dict]] = None
 

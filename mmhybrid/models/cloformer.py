@@ -299,6 +299,7 @@ class CloFormer(HybridBackbone):
     """
 
     family = 'CloFormer'
+    key = 'cloformer'
     converter = staticmethod(convert_cloformer)
     arch_zoo = {
         'xxs': dict(embed_dims=(32, 64, 128, 256), depths=(2, 2, 6, 2), num_heads=(4, 4, 8, 16),

@@ -355,6 +355,7 @@ class Conformer(HybridBackbone):
     """
 
     family = 'Conformer'
+    key = 'conformer'
     converter = staticmethod(convert_conformer)
     arch_zoo = {
         'tiny': dict(patch_size=16, channel_ratio=1, embed_dims=384, num_heads=6),

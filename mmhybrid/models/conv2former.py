@@ -266,6 +266,7 @@ class Conv2Former(HybridBackbone):
     """
 
     family = 'Conv2Former'
+    key = 'conv2former'
     converter = staticmethod(convert_conv2former)
     arch_zoo = {
         'nano': dict(embed_dims=(64, 128, 256, 512), depths=(2, 2, 8, 2), kernel_size=7),

@@ -347,6 +347,7 @@ class CrossFormer(HybridBackbone):
     """
 
     family = 'CrossFormer'
+    key = 'crossformer'
     converter = staticmethod(convert_crossformer)
     arch_zoo = {
         'tiny': dict(embed_dims=64, depths=(1, 1, 8, 6), num_heads=(2, 4, 8, 16)),

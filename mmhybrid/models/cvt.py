@@ -299,6 +299,7 @@ class CvT(HybridBackbone):
     """
 
     family = 'CvT'
+    key = 'cvt'
     converter = staticmethod(convert_cvt)
     arch_zoo = {
         '13': dict(embed_dims=(64, 192, 384), depths=(1, 2, 10), num_heads=(1, 3, 6), drop_path_rate=0.1),

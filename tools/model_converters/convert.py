@@ -21,9 +21,8 @@ import tempfile
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..')))
 import torch  # noqa: E402
 
-from mmhybrid.converters import CONVERTERS, CheckpointMismatchError, check_state_dict  # noqa: E402
-from mmhybrid.models.base import HybridBackbone, identify_checkpoint, mismatch_message  # noqa: E402
-from mmhybrid.registry import MODELS  # noqa: E402
+from mmhybrid.converters import CheckpointMismatchError, check_state_dict  # noqa: E402
+from mmhybrid.models.base import identify_checkpoint, mismatch_message, registered_families  # noqa: E402
 from mmhybrid.utils.checkpoint import CheckpointLoadError, load_checkpoint_file  # noqa: E402
 
 
@@ -32,16 +31,13 @@ class ConvertError(Exception):
 
 
 def backbone_class(family: str) -> type:
-    """The registered backbone whose converter is ``CONVERTERS[family]``."""
-    for cls in MODELS.module_dict.values():
-        if isinstance(cls, type) and issubclass(cls, HybridBackbone) and cls.converter is CONVERTERS[family]:
-            return cls
-    raise ConvertError(f'no registered backbone uses the {family} converter')
+    """The registered backbone class of a family key."""
+    return registered_families()[family]
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('family', choices=sorted(CONVERTERS), help='backbone family of the checkpoint')
+    parser.add_argument('family', choices=sorted(registered_families()), help='backbone family of the checkpoint')
     parser.add_argument('src', help='official checkpoint (.pth path, URL or model-zoo name)')
     parser.add_argument('dst', help='where to write the converted checkpoint (a file name)')
     parser.add_argument('--arch', help="also check that the weights are this variant (e.g. 'small')")

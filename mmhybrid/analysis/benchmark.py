@@ -1,0 +1,381 @@
+"""Speed, memory and efficiency of a backbone, per mode.
+
+A *mode* is a kind of step and a precision (:class:`Mode`):
+
+- ``forward``: eval mode, ``torch.inference_mode``, fp32 (or the run's ``amp``);
+- ``train``: train mode (drop path / dropout set to 0), forward + mean of the outputs +
+  backward, no optimizer, fp32 (or the run's ``amp``);
+- ``forward-bf16`` / ``train-bf16`` (and ``-fp16``): the same under
+  ``torch.autocast(device_type, dtype)``.
+
+For each mode: median / mean / min ms, images/s, the counted FLOPs of one step
+(``torch.utils.flop_counter``, attention included; forward+backward for train modes),
+efficiency = FLOPs / median time / fp32 matmul rate of this device in this process, and
+the peak memory of one step (:mod:`mmhybrid.analysis.measure`; on CPU measured in a
+fresh subprocess, all modes in one).
+"""
+import gc
+import json
+import os
+import pickle
+import statistics
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import torch
+import torch.nn as nn
+
+from . import build, measure
+from .flops import count_flops, count_params
+
+__all__ = ['DEFAULT_MODES', 'MODE_NAMES', 'Mode', 'build_for_benchmark', 'cpu_peak_memory',
+           'make_input', 'make_spec', 'measure_matmul', 'parse_modes', 'run_benchmark']
+
+MODE_NAMES = ('forward', 'train', 'forward-bf16', 'train-bf16', 'forward-fp16', 'train-fp16')
+DEFAULT_MODES = ('forward', 'train', 'forward-bf16', 'train-bf16')
+
+
+@dataclass(frozen=True)
+class Mode:
+    """What one measurement runs.
+
+    Args:
+        name: as given (``'forward'``, ``'train-bf16'``, ...).
+        train: forward+backward in train mode (True) or forward in eval mode (False).
+        amp: autocast dtype (``'bf16'``, ``'fp16'``) or None for fp32.
+    """
+    name: str
+    train: bool
+    amp: Optional[str] = None
+
+    @property
+    def precision(self) -> str:
+        return f'autocast {self.amp}' if self.amp else 'fp32'
+
+    @property
+    def key(self) -> str:
+        """The name as a JSON key prefix: ``train_bf16``."""
+        return self.name.replace('-', '_')
+
+
+def parse_modes(names: Union[str, Sequence[str]], amp: Optional[str] = None) -> List[Mode]:
+    """Modes from ``'forward,train,forward-bf16'`` (or a list of names).
+
+    Args:
+        names: comma-separated names or a list, each one of :data:`MODE_NAMES`.
+        amp: the run's autocast dtype: the precision of the plain ``forward`` / ``train``.
+            A mode that repeats an earlier one (``forward-bf16`` with ``amp='bf16'``) is
+            left out.
+
+    Returns:
+        the modes, in the order given.
+    """
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(',') if n.strip()]
+    modes, seen = [], set()
+    for name in names:
+        if name not in MODE_NAMES:
+            raise ValueError(f'unknown mode {name!r}; choose from {", ".join(MODE_NAMES)}')
+        kind, _, dtype = name.partition('-')
+        mode = Mode(name, kind == 'train', dtype or amp)
+        if (mode.train, mode.amp) not in seen:
+            seen.add((mode.train, mode.amp))
+            modes.append(mode)
+    if not modes:
+        raise ValueError('no mode to run')
+    return modes
+
+
+# ---------------------------------------------------------------------------------------
+# what to build
+# ---------------------------------------------------------------------------------------
+
+def make_spec(backbone_cfg: dict, *, default_scope: Optional[str] = None,
+              source: str = 'backbone', import_modules: Sequence[str] = (),
+              shape: Sequence[int] = (512, 512), batch: int = 1, in_channels: int = 3,
+              device: str = 'cpu', threads: Optional[int] = None, amp: Optional[str] = None,
+              with_cp: bool = False) -> Dict[str, Any]:
+    """What to build and run, as a picklable dict (the memory subprocess rebuilds from it).
+
+    The backbone gets the benchmark settings of :func:`build.prepare_backbone_cfg`, and
+    ``drop_path_rate=0.0`` when its class takes that argument (read from its signature).
+
+    Args:
+        backbone_cfg: backbone config with a ``type``.
+        default_scope: None for a backbone named on the command line (mmhybrid scope), or
+            the scope of the config file it comes from.
+        source: where it comes from, for the report.
+        import_modules: modules to import first (they may register the type).
+        shape: ``[s]`` or ``[h, w]``.
+        batch: batch size.
+        in_channels: input channels.
+        device: ``'cpu'``, ``'cuda'``, ``'cuda:1'``, ...
+        threads: ``torch.set_num_threads``, or None for torch's choice.
+        amp: autocast dtype of the plain modes (and of the FLOP count), or None for fp32.
+        with_cp: build with ``with_cp=True`` (activation checkpointing).
+    """
+    if torch.device(device).type == 'cuda' and not torch.cuda.is_available():
+        raise RuntimeError(f'device {device}: no CUDA device')
+    build.import_project(import_modules)
+    cfg = build.prepare_backbone_cfg(backbone_cfg, with_cp)
+    if 'drop_path_rate' not in cfg and build.accepts_argument(cfg, 'drop_path_rate',
+                                                              default_scope):
+        cfg['drop_path_rate'] = 0.0
+    return dict(backbone_cfg=cfg, default_scope=default_scope, source=source,
+                import_modules=list(import_modules), shape=list(build.resolve_shape(shape)),
+                batch=batch, in_channels=in_channels, device=device, threads=threads, amp=amp)
+
+
+def build_for_benchmark(spec: Dict[str, Any]) -> nn.Module:
+    """Build the backbone of ``spec`` (see :func:`make_spec`) on its device, drop path and
+    dropout set to 0.
+
+    Args:
+        spec: from :func:`make_spec`.
+    """
+    build.import_project(spec.get('import_modules', ()))
+    model = build.build_backbone(spec['backbone_cfg'], default_scope=spec.get('default_scope'))
+    build.zero_stochastic_layers(model)
+    return model.to(spec['device'])
+
+
+def make_input(spec: Dict[str, Any]) -> torch.Tensor:
+    """A random input of ``spec``'s batch, channels and shape on its device.
+
+    Args:
+        spec: from :func:`make_spec`.
+    """
+    h, w = build.resolve_shape(spec['shape'])
+    return torch.randn(spec['batch'], spec.get('in_channels', 3), h, w, device=spec['device'])
+
+
+# ---------------------------------------------------------------------------------------
+# memory on CPU: a fresh subprocess
+# ---------------------------------------------------------------------------------------
+
+def _memory_in_this_process(spec: Dict[str, Any], modes: Sequence[Mode]) -> Dict[str, Any]:
+    if spec.get('threads'):
+        torch.set_num_threads(spec['threads'])
+    torch.manual_seed(0)
+    model = build_for_benchmark(spec)
+    x = make_input(spec)
+    result = {}
+    for mode in modes:
+        model.zero_grad(set_to_none=True)
+        result[mode.name] = measure.cpu_step_memory(measure.make_step(model, x, mode.train,
+                                                                      mode.amp))
+    return result
+
+
+_MARKER = 'MEMORY_RESULT '
+
+
+def memory_child_main() -> None:
+    """Entry point of the memory subprocess: ``(spec, modes)`` pickled on stdin, one
+    ``MEMORY_RESULT <json>`` line on stdout."""
+    spec, modes = pickle.loads(sys.stdin.buffer.read())
+    result = _memory_in_this_process(spec, modes)
+    sys.stdout.write(_MARKER + json.dumps(result) + '\n')
+    sys.stdout.flush()
+
+
+def cpu_peak_memory(spec: Dict[str, Any], modes: Sequence[Mode] = (Mode('train', True),),
+                    timeout: float = 3600) -> Dict[str, Dict[str, Any]]:
+    """Peak RSS increase of one step per mode, in a fresh Python process.
+
+    The child builds the model and input, then for each mode in order releases freed
+    memory, takes the baseline RSS, resets the high-water mark and runs one step
+    (:func:`measure.cpu_step_memory`).
+
+    Args:
+        spec: from :func:`make_spec`.
+        modes: the modes to measure.
+        timeout: seconds before the child is killed.
+
+    Returns:
+        mode name -> the :func:`measure.cpu_step_memory` dict.
+    """
+    env = dict(os.environ)
+    # the child imports the same mmhybrid as this process
+    package_root = str(Path(__file__).resolve().parents[2])
+    env['PYTHONPATH'] = os.pathsep.join(
+        [package_root] + ([env['PYTHONPATH']] if env.get('PYTHONPATH') else []))
+    code = 'from mmhybrid.analysis.benchmark import memory_child_main; memory_child_main()'
+    proc = subprocess.run([sys.executable, '-c', code], input=pickle.dumps((spec, list(modes))),
+                          capture_output=True, timeout=timeout, env=env)
+    marker = _MARKER.encode()
+    for line in proc.stdout.splitlines()[::-1]:
+        if line.startswith(marker):
+            return json.loads(line[len(marker):])
+    raise RuntimeError('memory subprocess failed (rc=%d):\n%s' % (
+        proc.returncode, proc.stderr.decode(errors='replace')[-4000:]))
+
+
+def _cuda_peak_memory(model: nn.Module, x: torch.Tensor,
+                      modes: Sequence[Mode]) -> Dict[str, Dict[str, Any]]:
+    result = {}
+    for mode in modes:
+        model.zero_grad(set_to_none=True)
+        result[mode.name] = measure.cuda_step_memory(
+            measure.make_step(model, x, mode.train, mode.amp), x.device)
+    model.zero_grad(set_to_none=True)
+    return result
+
+
+# ---------------------------------------------------------------------------------------
+# the benchmark
+# ---------------------------------------------------------------------------------------
+
+def measure_matmul(device: str = 'cpu', size: int = 4096, reps: int = 3,
+                   amp: Optional[str] = None) -> Dict[str, Any]:
+    """The device's matmul rate, as :func:`run_benchmark` reports it (measure once, pass
+    to several runs).
+
+    Args:
+        device: where to run.
+        size: matrix size.
+        reps: timed matmuls.
+        amp: also measure this autocast dtype's rate.
+
+    Returns:
+        ``matmul_size``, ``matmul_fp32_gflops_per_s``, ``matmul_tf32`` (False on CUDA,
+        None on CPU) and, with ``amp``, ``matmul_<amp>_gflops_per_s``.
+    """
+    cuda = torch.device(device).type == 'cuda'
+    res = dict(matmul_size=size, matmul_fp32_gflops_per_s=measure.matmul_rate(device, size, reps),
+               matmul_tf32=False if cuda else None)
+    if amp:
+        res[f'matmul_{amp}_gflops_per_s'] = measure.matmul_rate(device, size, reps,
+                                                                measure.AMP_DTYPES[amp])
+    return res
+
+
+def _step_flops(model: nn.Module, x: torch.Tensor, train: bool, amp: Optional[str]) -> dict:
+    """Counted FLOPs of one step (forward under no_grad, or forward+backward)."""
+    if train:
+        step = measure.make_step(model, x, True, amp)
+        try:
+            return count_flops(step)
+        finally:
+            model.zero_grad(set_to_none=True)
+    model.eval()
+    with torch.no_grad(), measure.autocast(x.device, amp):
+        return count_flops(lambda: model(x))
+
+
+def _mode_result(mode: Mode, times: List[float], gflops: float, batch: int,
+                 fp32_rate: float) -> Dict[str, Any]:
+    median = statistics.median(times)
+    achieved = gflops / (median / 1000.0)
+    return dict(mode=mode.name, kind='train' if mode.train else 'forward',
+                precision=mode.precision, ms_median=median, ms_mean=statistics.fmean(times),
+                ms_min=min(times), images_per_s=batch * 1000.0 / median, gflops=gflops,
+                achieved_gflops_per_s=achieved, efficiency_pct=100.0 * achieved / fp32_rate)
+
+
+def _add_memory(res: Dict[str, Any], memory: Dict[str, Dict[str, Any]]) -> None:
+    for name, mem in memory.items():
+        res['modes'][name].update(peak_mem_gib=mem['increase_bytes'] / measure.GIB,
+                                  peak_abs_gib=mem['peak_bytes'] / measure.GIB,
+                                  mem_baseline_gib=mem['baseline_bytes'] / measure.GIB,
+                                  mem_lower_bound=mem['lower_bound'])
+        res['memory_method'] = mem['method']
+    train = res['modes'].get('train')
+    if train is not None and 'peak_mem_gib' in train:  # the fields of earlier versions
+        res.update(fwd_bwd_peak_mem_gib=train['peak_mem_gib'],
+                   fwd_bwd_peak_abs_gib=train['peak_abs_gib'],
+                   mem_baseline_gib=train['mem_baseline_gib'],
+                   mem_lower_bound=train['mem_lower_bound'])
+
+
+def run_benchmark(spec: Dict[str, Any], modes: Optional[Sequence[Mode]] = None,
+                  warmup: int = 2, iters: int = 10, matmul_size: int = 4096,
+                  matmul_reps: int = 3, memory: bool = True,
+                  matmul: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """All measurements for ``spec``.
+
+    Args:
+        spec: from :func:`make_spec`.
+        modes: what to time (default: :data:`DEFAULT_MODES` at the spec's ``amp``).
+        warmup: untimed steps per mode.
+        iters: timed steps per mode.
+        matmul_size: matrix size of the matmul rate.
+        matmul_reps: timed matmuls.
+        memory: also measure the peak memory of one step per mode.
+        matmul: a :func:`measure_matmul` result to reuse instead of measuring.
+
+    Returns:
+        a flat dict (model, input, FLOPs, matmul rate, ...) with ``modes`` (mode name ->
+        ``ms_median``, ``ms_mean``, ``ms_min``, ``images_per_s``, ``gflops``,
+        ``achieved_gflops_per_s``, ``efficiency_pct``, and with memory ``peak_mem_gib``,
+        ``peak_abs_gib``, ``mem_baseline_gib``, ``mem_lower_bound``) and
+        ``<mode>_ms_median`` for each mode. From the ``forward`` mode also
+        ``forward_ms_median/mean/min``, ``images_per_s``, ``achieved_gflops_per_s``,
+        ``efficiency_pct``; from ``train`` ``fwd_bwd_ms_median/mean`` and
+        ``fwd_bwd_peak_mem_gib``, ``fwd_bwd_peak_abs_gib``, ``mem_baseline_gib``,
+        ``mem_lower_bound``.
+    """
+    amp = spec.get('amp')
+    modes = list(modes) if modes is not None else parse_modes(DEFAULT_MODES, amp)
+    if spec.get('threads'):
+        torch.set_num_threads(spec['threads'])
+    device = spec['device']
+    cuda = torch.device(device).type == 'cuda'
+    torch.manual_seed(0)
+    model = build_for_benchmark(spec)
+    x = make_input(spec)
+    res: Dict[str, Any] = dict(
+        model=type(model).__name__, label=build.describe_backbone(spec['backbone_cfg']),
+        backbone_cfg=build.printable_cfg(spec['backbone_cfg']), source=spec['source'],
+        input_shape=list(x.shape), batch=spec['batch'], device=str(device),
+        dtype=f'autocast {amp}' if amp else 'fp32', threads=torch.get_num_threads(),
+        with_cp=bool(spec['backbone_cfg'].get('with_cp', False)), warmup=warmup, iters=iters,
+        params_m=count_params(model) / 1e6)
+
+    flops = {False: _step_flops(model, x, False, amp)}
+    res['forward_gflops'] = flops[False]['total'] / 1e9
+    res['forward_gmacs'] = flops[False]['total'] / 2e9
+    res['attention_gflops'] = flops[False]['attention'] / 1e9
+    if any(m.train for m in modes):
+        flops[True] = _step_flops(model, x, True, amp)
+        res['train_gflops'] = flops[True]['total'] / 1e9
+
+    res.update(matmul if matmul is not None else
+               measure_matmul(device, matmul_size, matmul_reps, amp))
+    if cuda:
+        # what the model itself runs with (torch defaults: matmul no TF32, cuDNN conv TF32)
+        res['model_tf32'] = dict(matmul=bool(torch.backends.cuda.matmul.allow_tf32),
+                                 cudnn=bool(torch.backends.cudnn.allow_tf32))
+
+    res['modes'] = {}
+    rate = res['matmul_fp32_gflops_per_s']
+    for mode in modes:
+        times = measure.time_step(model, x, mode.train, warmup, iters, mode.amp)
+        gflops = flops[mode.train]['total'] / 1e9
+        res['modes'][mode.name] = _mode_result(mode, times, gflops, spec['batch'], rate)
+        res[f'{mode.key}_ms_median'] = res['modes'][mode.name]['ms_median']
+
+    fwd, train = res['modes'].get('forward'), res['modes'].get('train')
+    if fwd is not None:  # the fields of earlier versions
+        res.update(forward_ms_mean=fwd['ms_mean'], forward_ms_min=fwd['ms_min'],
+                   images_per_s=fwd['images_per_s'],
+                   achieved_gflops_per_s=fwd['achieved_gflops_per_s'],
+                   efficiency_pct=fwd['efficiency_pct'])
+        if amp:
+            res[f'efficiency_vs_{amp}_matmul_pct'] = \
+                100.0 * fwd['achieved_gflops_per_s'] / res[f'matmul_{amp}_gflops_per_s']
+    if train is not None:
+        res.update(fwd_bwd_ms_median=train['ms_median'], fwd_bwd_ms_mean=train['ms_mean'])
+
+    if memory:
+        if cuda:
+            mem = _cuda_peak_memory(model, x, modes)
+        else:
+            del model, x
+            gc.collect()
+            mem = cpu_peak_memory(spec, modes)
+        _add_memory(res, mem)
+    return res
