@@ -223,9 +223,15 @@ class HybridBackbone(BaseModule):
     :meth:`_default_init`. Its forward calls :meth:`check_input` first and runs
     blocks through :meth:`run_block` so that ``with_cp`` applies.
 
+    The arguments below are those of every family; a family's constructor takes
+    its own arguments and passes these on as keywords.
+
     Args:
-        in_channels (int): Number of input image channels.
-        out_indices (Sequence[int]): Stages whose outputs are returned. Stages after
+        arch (str | int | dict, optional): A name in ``arch_zoo`` or ``arch_aliases``,
+            or a dict with at least ``arch_required``; resolved into ``arch_spec``.
+        in_channels (int): Number of input image channels. Default: 3.
+        out_indices (Sequence[int], optional): Stages whose outputs are returned
+            (negative indices count from the end). Default: all. Stages after
             the last of them do not run (with DDP their parameters get no gradient:
             drop them from the optimizer or use ``find_unused_parameters=True``).
         frozen_stages (int): -1 freezes nothing, 0 the stem, k the stem and
@@ -248,13 +254,27 @@ class HybridBackbone(BaseModule):
     #: pure function official state dict -> project state dict
     converter: Optional[Callable[[dict], dict]] = None
 
-    def __init__(self, in_channels: int = 3, out_indices: Sequence[int] = (0, 1, 2, 3),
-                 frozen_stages: int = -1, norm_eval: Optional[bool] = False, with_cp: bool = False,
+    #: arch name -> architecture dict (a family's published variants)
+    arch_zoo: Dict[str, dict] = {}
+    #: other names of the variants
+    arch_aliases: Dict[str, str] = {}
+    #: keys a custom arch dict must have
+    arch_required: Tuple[str, ...] = ()
+
+    def __init__(self, arch: Union[str, int, dict, None] = None, in_channels: int = 3,
+                 out_indices: Optional[Sequence[int]] = None, frozen_stages: int = -1,
+                 norm_eval: Optional[bool] = False, with_cp: bool = False,
                  pretrained: Optional[str] = None, init_cfg: Optional[dict] = None):
         init_cfg = _pretrained_to_init_cfg(type(self).__name__, pretrained, init_cfg)
         super().__init__(init_cfg=init_cfg)
+        if arch is not None:
+            arch = str(arch) if isinstance(arch, int) else arch
+            #: the resolved architecture dict (a copy), and the name it was given by ('custom' for a dict)
+            self.arch_spec = resolve_arch(arch, self.arch_zoo, self.arch_aliases, self.arch_required, self.family)
+            self.arch_name = arch if isinstance(arch, str) else 'custom'
         self.in_channels = in_channels
-        self._out_indices_arg = tuple(out_indices) if not isinstance(out_indices, int) else (out_indices, )
+        self._out_indices_arg = (None if out_indices is None else
+                                 tuple(out_indices) if not isinstance(out_indices, int) else (out_indices, ))
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
         self.with_cp = with_cp
@@ -309,7 +329,8 @@ class HybridBackbone(BaseModule):
         """
         num = len(self.stage_modules())
         # maps come back in stage order, whatever order out_indices lists them in
-        self.out_indices = tuple(sorted(normalize_indices(self._out_indices_arg, num)))
+        indices = range(num) if self._out_indices_arg is None else self._out_indices_arg
+        self.out_indices = tuple(sorted(normalize_indices(indices, num)))
         if not -1 <= self.frozen_stages <= num:
             raise ValueError(f'frozen_stages must be in -1..{num}, got {self.frozen_stages}.')
         self.stage_channels = tuple(stage_channels)

@@ -37,7 +37,7 @@ from mmcv.cnn import build_norm_layer
 
 from ..converters.cloformer import convert_cloformer
 from ..registry import MODELS
-from .base import HybridBackbone, per_stage, resolve_arch
+from .base import HybridBackbone, per_stage
 from .layers import DropPath, autocast_outputs, conv_act, drop_path_rates
 
 
@@ -282,20 +282,16 @@ class CloFormer(HybridBackbone):
             key/value pooling per stage, the official ``window_sizes``; default
             8, 4, 2, 1), ``mlp_kernel_sizes`` (default 5) and ``mlp_ratios``
             (default 4), each an int for all stages or one per stage.
-        in_channels (int): Image channels. Default: 3.
         drop_path_rate (float): Stochastic depth, linear over all blocks. Default: 0.1.
         norm_cfg (dict): The BatchNorms of the stem and of the downsampling
             shortcuts. Default: ``dict(type='BN')`` (works on one device or many;
             use ``SyncBN`` for multi-GPU training as the official ImageNet code).
-        out_indices (Sequence[int]): Stages to return. Default: (0, 1, 2, 3).
         frozen_stages (int): -1 none, 0 the stem, k the stem and stages 0..k-1
             (stage i includes the downsampling at the end of its last block).
             Default: -1.
-        norm_eval (bool): Keep the BatchNorms in eval mode while training. Default: False.
-        with_cp (bool): Gradient checkpointing per block. Default: False.
-        pretrained (str, optional): Deprecated, use ``init_cfg``.
-        init_cfg (dict, optional): e.g. ``dict(type='Pretrained', checkpoint='cloformer-s.pth')``;
-            files written by the official code and converted files both load.
+        **kwargs: ``in_channels``, ``out_indices``, ``frozen_stages``, ``norm_eval``, ``with_cp``,
+            ``init_cfg`` (official and converted checkpoints load) and the deprecated
+            ``pretrained``, as in :class:`~mmhybrid.models.base.HybridBackbone`.
     """
 
     family = 'CloFormer'
@@ -310,27 +306,20 @@ class CloFormer(HybridBackbone):
                   group_splits=((3, 1), (4, 4), (7, 7), (7, 21))),
     }
     arch_aliases: Dict[str, str] = {'xx-small': 'xxs', 'x-small': 'xs', 'small': 's'}
-    _required = ('embed_dims', 'depths', 'num_heads', 'group_splits')
+    arch_required = ('embed_dims', 'depths', 'num_heads', 'group_splits')
 
     def __init__(self,
                  arch: Union[str, dict] = 's',
-                 in_channels: int = 3,
                  drop_path_rate: float = 0.1,
                  norm_cfg: dict = dict(type='BN'),
-                 out_indices: Sequence[int] = (0, 1, 2, 3),
-                 frozen_stages: int = -1,
-                 norm_eval: bool = False,
-                 with_cp: bool = False,
-                 pretrained: Optional[str] = None,
-                 init_cfg: Optional[dict] = None):
-        super().__init__(in_channels, out_indices, frozen_stages, norm_eval, with_cp, pretrained, init_cfg)
-        spec = resolve_arch(arch, self.arch_zoo, self.arch_aliases, self._required, self.family)
-        self.arch_name = arch if isinstance(arch, str) else 'custom'
+                 **kwargs):
+        super().__init__(arch=arch, **kwargs)
+        spec = self.arch_spec
         stages = self._validate(spec)
         dims = stages['embed_dims']
         num = len(dims)
 
-        self.patch_embed = ConvStem(in_channels, dims[0], norm_cfg)
+        self.patch_embed = ConvStem(self.in_channels, dims[0], norm_cfg)
         self.layers = nn.ModuleList()
         for i, rates in enumerate(drop_path_rates(drop_path_rate, stages['depths'])):
             last = i == num - 1

@@ -48,7 +48,7 @@ from mmengine.model.weight_init import trunc_normal_
 
 from ..converters.conformer import convert_conformer
 from ..registry import MODELS
-from .base import HybridBackbone, resolve_arch
+from .base import HybridBackbone
 from .layers import DropPath, Mlp, autocast_outputs, bn_affine, conv_bn, drop_path_rates, has_hooks, pad_bottom_right
 
 
@@ -328,7 +328,6 @@ class Conformer(HybridBackbone):
             ``num_heads``, optionally ``depth`` (a multiple of 3, at least 6;
             default 12), ``mlp_ratio`` (4) and ``base_channels`` (64).
             Default: 'small_p32'.
-        in_channels (int): Image channels. Default: 3.
         drop_path_rate (float): Stochastic depth of the transformer blocks, linear
             from 0 over all ``depth`` blocks (official). Default: 0.0 (the
             official detection recipe).
@@ -336,7 +335,6 @@ class Conformer(HybridBackbone):
             one more item ``(patch_tokens, cls_token)``: the patch tokens as a
             ``(B, embed_dims, ceil(H / patch), ceil(W / patch))`` map and the
             class token ``(B, embed_dims)``, both without a norm. Default: False.
-        out_indices (Sequence[int]): Stages to return. Default: (0, 1, 2, 3).
         frozen_stages (int): -1 none, 0 the stem (``conv1``, ``bn1``), k the stem
             and stages 0..k-1 (stage 0 includes ``cls_token``, the patch
             embedding and ``trans_1``). The official detection code's
@@ -347,11 +345,9 @@ class Conformer(HybridBackbone):
             Default: None, i.e. frozen from the moment weights are loaded
             (``init_cfg``, ``load_from``, ``load_state_dict``); random BatchNorm
             statistics train, so a backbone trained from scratch learns.
-        with_cp (bool): Gradient checkpointing per fused block. Default: False.
-        pretrained (str, optional): Deprecated, use ``init_cfg``.
-        init_cfg (dict, optional): e.g. ``dict(type='Pretrained', checkpoint=...)``:
-            official classification or detection files and mmpretrain's converted
-            files load through the converter.
+        **kwargs: ``in_channels``, ``out_indices``, ``frozen_stages``, ``norm_eval``, ``with_cp``,
+            ``init_cfg`` (official and converted checkpoints load) and the deprecated
+            ``pretrained``, as in :class:`~mmhybrid.models.base.HybridBackbone`.
     """
 
     family = 'Conformer'
@@ -364,22 +360,16 @@ class Conformer(HybridBackbone):
         'base': dict(patch_size=16, channel_ratio=6, embed_dims=576, num_heads=9),
     }
     arch_aliases = {'t': 'tiny', 's': 'small', 's16': 'small', 's32': 'small_p32', 'b': 'base'}
+    arch_required = ('patch_size', 'channel_ratio', 'embed_dims', 'num_heads')
 
     def __init__(self,
                  arch: Union[str, dict] = 'small_p32',
-                 in_channels: int = 3,
                  drop_path_rate: float = 0.0,
                  with_tokens: bool = False,
-                 out_indices: Sequence[int] = (0, 1, 2, 3),
-                 frozen_stages: int = -1,
                  norm_eval: Optional[bool] = None,
-                 with_cp: bool = False,
-                 pretrained: Optional[str] = None,
-                 init_cfg: Optional[dict] = None):
-        super().__init__(in_channels, out_indices, frozen_stages, norm_eval, with_cp, pretrained, init_cfg)
-        spec = resolve_arch(arch, self.arch_zoo, self.arch_aliases,
-                            ('patch_size', 'channel_ratio', 'embed_dims', 'num_heads'), self.family)
-        self.arch_name = arch if isinstance(arch, str) else 'custom'
+                 **kwargs):
+        super().__init__(arch=arch, norm_eval=norm_eval, **kwargs)
+        spec = self.arch_spec
         self.patch_size = spec['patch_size']
         self.embed_dims = spec['embed_dims']
         depth, mlp_ratio = spec.get('depth', 12), spec.get('mlp_ratio', 4)
@@ -396,7 +386,7 @@ class Conformer(HybridBackbone):
         per_stage = depth // 3
 
         self.cls_token = nn.Parameter(torch.zeros(1, 1, self.embed_dims))
-        self.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
+        self.conv1 = nn.Conv2d(self.in_channels, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)   # eps 1e-5 here (official), 1e-6 in the blocks
         self.conv_1 = ConvBlock(64, c1, res_conv=True)
         self.trans_patch_conv = nn.Conv2d(64, self.embed_dims, dw, stride=dw)

@@ -32,7 +32,7 @@ from mmengine.model.weight_init import trunc_normal_
 from ..converters.common import CheckpointMismatchError
 from ..converters.conv2former import convert_conv2former
 from ..registry import MODELS
-from .base import HybridBackbone, resolve_arch
+from .base import HybridBackbone
 from .layers import (DropPath, LayerNorm2d, autocast_outputs, drop_path_rates, onednn_conv, onednn_conv_binary,
                      onednn_inference, pad_bottom_right)
 
@@ -246,23 +246,20 @@ class Conv2Former(HybridBackbone):
             and ``mlp_ratio`` (default 4).
         kernel_size (int, optional): Depthwise kernel of the modulation, odd;
             overrides the arch's (nano 7, the others 11).
-        in_channels (int): Image channels. Default: 3.
         drop_path_rate (float): Stochastic depth, linear over all blocks. Default: 0.2.
         out_norms (bool): Add a channels-first LayerNorm on every returned map, as
             ConvNeXt's dense backbones do (named ``out_norms.i``, apart from the
             official keys; new, not in the ImageNet files). Default: False, so the
             default backbone is exactly the official network and every weight
             comes from the official file; the dense configs switch them on.
-        out_indices (Sequence[int]): Stages to return. Default: (0, 1, 2, 3).
         frozen_stages (int): -1 none, 0 the stem (with its BatchNorms), k the stem
             and stages 0..k-1 (stage i >= 1 includes its downsampling layer).
             Default: -1.
         norm_eval (bool): Keep the stem's BatchNorms in eval mode while training.
             Default: False.
-        with_cp (bool): Gradient checkpointing per block. Default: False.
-        pretrained (str, optional): Deprecated, use ``init_cfg``.
-        init_cfg (dict, optional): e.g. ``dict(type='Pretrained', checkpoint='conv2former-t.pth')``;
-            official (timm-style) and converted files both load.
+        **kwargs: ``in_channels``, ``out_indices``, ``frozen_stages``, ``norm_eval``, ``with_cp``,
+            ``init_cfg`` (official and converted checkpoints load) and the deprecated
+            ``pretrained``, as in :class:`~mmhybrid.models.base.HybridBackbone`.
     """
 
     family = 'Conv2Former'
@@ -276,22 +273,16 @@ class Conv2Former(HybridBackbone):
         'large': dict(embed_dims=(128, 256, 512, 1024), depths=(4, 4, 48, 4), kernel_size=11),
     }
     arch_aliases = {'n': 'nano', 't': 'tiny', 's': 'small', 'b': 'base', 'l': 'large'}
+    arch_required = ('embed_dims', 'depths')
 
     def __init__(self,
                  arch: Union[str, dict] = 'tiny',
                  kernel_size: Optional[int] = None,
-                 in_channels: int = 3,
                  drop_path_rate: float = 0.2,
                  out_norms: bool = False,
-                 out_indices: Sequence[int] = (0, 1, 2, 3),
-                 frozen_stages: int = -1,
-                 norm_eval: bool = False,
-                 with_cp: bool = False,
-                 pretrained: Optional[str] = None,
-                 init_cfg: Optional[dict] = None):
-        super().__init__(in_channels, out_indices, frozen_stages, norm_eval, with_cp, pretrained, init_cfg)
-        spec = resolve_arch(arch, self.arch_zoo, self.arch_aliases, ('embed_dims', 'depths'), self.family)
-        self.arch_name = arch if isinstance(arch, str) else 'custom'
+                 **kwargs):
+        super().__init__(arch=arch, **kwargs)
+        spec = self.arch_spec
         depths = tuple(spec['depths'])
         dims = spec['embed_dims']
         dims = tuple(dims * 2**i for i in range(len(depths))) if isinstance(dims, int) else tuple(dims)
@@ -302,7 +293,7 @@ class Conv2Former(HybridBackbone):
             raise ValueError(f'kernel_size must be a positive odd int, got {self.kernel_size!r}.')
         mlp_ratio = spec.get('mlp_ratio', 4)
 
-        self.downsample_layers = nn.ModuleList([ConvStem(in_channels, dims[0])])
+        self.downsample_layers = nn.ModuleList([ConvStem(self.in_channels, dims[0])])
         self.downsample_layers.extend(Downsample(dims[i], dims[i + 1]) for i in range(len(dims) - 1))
         self.stages = nn.ModuleList(
             nn.Sequential(*(Conv2FormerBlock(dims[i], self.kernel_size, mlp_ratio, rate) for rate in rates))

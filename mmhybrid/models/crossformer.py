@@ -24,7 +24,7 @@ from mmengine.model.weight_init import trunc_normal_
 
 from ..converters.crossformer import convert_crossformer
 from ..registry import MODELS
-from .base import HybridBackbone, per_stage, resolve_arch
+from .base import HybridBackbone, per_stage
 from .layers import DropPath, Mlp, autocast_outputs, drop_path_rates, pad_bottom_right
 
 # --------------------------------------------------------------------------------------
@@ -326,7 +326,6 @@ class CrossFormer(HybridBackbone):
     Args:
         arch (str | dict): 'tiny', 'small', 'base', 'large' (or 't', 's', 'b', 'l'),
             or a dict with ``embed_dims``, ``depths``, ``num_heads``.
-        in_channels (int): Image channels. Default: 3.
         group_size (int | Sequence[int]): Group size G per stage. Default: 7.
         interval (int | Sequence[int]): LDA interval I per stage. Default: (8, 4, 2, 1).
         lda (str): 'interval' (default): the original dense backbone's LDA, groups are
@@ -337,13 +336,9 @@ class CrossFormer(HybridBackbone):
         patch_kernels (Sequence[int]): Cross-scale embedding kernels. Default: (4, 8, 16, 32).
         merge_kernels (Sequence[int]): Cross-scale merging kernels. Default: (2, 4).
         drop_path_rate (float): Stochastic depth, linear over all blocks. Default: 0.2.
-        out_indices (Sequence[int]): Stages to return. Default: (0, 1, 2, 3).
-        frozen_stages (int): -1 none, 0 stem, k stem + stages 0..k-1. Default: -1.
-        norm_eval (bool): BatchNorm in eval mode while training (no BN here). Default: False.
-        with_cp (bool): Gradient checkpointing per block. Default: False.
-        pretrained (str, optional): Deprecated, use ``init_cfg``.
-        init_cfg (dict, optional): e.g. ``dict(type='Pretrained', checkpoint='crossformer-s.pth')``;
-            official and converted files both load.
+        **kwargs: ``in_channels``, ``out_indices``, ``frozen_stages``, ``norm_eval``, ``with_cp``,
+            ``init_cfg`` (official and converted checkpoints load) and the deprecated
+            ``pretrained``, as in :class:`~mmhybrid.models.base.HybridBackbone`.
     """
 
     family = 'CrossFormer'
@@ -356,11 +351,11 @@ class CrossFormer(HybridBackbone):
         'large': dict(embed_dims=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32)),
     }
     arch_aliases = {'t': 'tiny', 's': 'small', 'b': 'base', 'l': 'large'}
+    arch_required = ('embed_dims', 'depths', 'num_heads')
     lda_modes = ('interval', 'dilated')
 
     def __init__(self,
                  arch: Union[str, dict] = 'small',
-                 in_channels: int = 3,
                  group_size: Union[int, Sequence[int]] = 7,
                  interval: Union[int, Sequence[int]] = (8, 4, 2, 1),
                  lda: str = 'interval',
@@ -368,16 +363,9 @@ class CrossFormer(HybridBackbone):
                  patch_kernels: Sequence[int] = (4, 8, 16, 32),
                  merge_kernels: Sequence[int] = (2, 4),
                  drop_path_rate: float = 0.2,
-                 out_indices: Sequence[int] = (0, 1, 2, 3),
-                 frozen_stages: int = -1,
-                 norm_eval: bool = False,
-                 with_cp: bool = False,
-                 pretrained: Optional[str] = None,
-                 init_cfg: Optional[dict] = None):
-        super().__init__(in_channels, out_indices, frozen_stages, norm_eval, with_cp, pretrained, init_cfg)
-        spec = resolve_arch(arch, self.arch_zoo, self.arch_aliases,
-                            ('embed_dims', 'depths', 'num_heads'), self.family)
-        self.arch_name = arch if isinstance(arch, str) else 'custom'
+                 **kwargs):
+        super().__init__(arch=arch, **kwargs)
+        spec = self.arch_spec
         depths, heads = tuple(spec['depths']), tuple(spec['num_heads'])
         num_stages = len(depths)
         if len(heads) != num_stages:
@@ -389,7 +377,7 @@ class CrossFormer(HybridBackbone):
         intervals = per_stage(interval, num_stages, 'interval')
         dims = [spec['embed_dims'] * 2**i for i in range(num_stages)]
 
-        self.patch_embed = CrossScaleEmbedding(in_channels, dims[0], patch_kernels)
+        self.patch_embed = CrossScaleEmbedding(self.in_channels, dims[0], patch_kernels)
         self.layers = nn.ModuleList()
         for i, dpr in enumerate(drop_path_rates(drop_path_rate, depths)):
             self.layers.append(CrossFormerStage(

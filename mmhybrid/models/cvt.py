@@ -31,7 +31,7 @@ from mmengine.model.weight_init import trunc_normal_
 from ..converters.common import CheckpointMismatchError
 from ..converters.cvt import convert_cvt
 from ..registry import MODELS
-from .base import HybridBackbone, resolve_arch
+from .base import HybridBackbone
 from .layers import DropPath, Mlp, autocast_outputs, conv_bn, pad_bottom_right
 
 
@@ -270,7 +270,6 @@ class CvT(HybridBackbone):
             its name), or a dict with ``embed_dims``, ``depths``, ``num_heads`` (one
             per stage), optionally ``mlp_ratio`` (default 4) and ``cls_token``
             (a class token in the last stage, default True).
-        in_channels (int): Image channels. Default: 3.
         drop_path_rate (float | Sequence[float], optional): Stochastic depth, a linear
             ramp from 0 inside each stage to the stage's rate. A float r means
             (0, ..., 0, r), the official pattern. Default: the official ImageNet
@@ -285,17 +284,15 @@ class CvT(HybridBackbone):
             ``(B, C, ceil(H / 16), ceil(W / 16))`` map and the class token ``(B, C)``
             (None for an arch without class token), both without a norm; what the
             official classifier reads. Every official stage then runs. Default: False.
-        out_indices (Sequence[int], optional): Levels to return. Default: all.
         frozen_stages (int): -1 none, 0 the stride-4 embedding (``stage0.patch_embed``),
             k that and stages 0..k-1 (with their class token). Default: -1.
         norm_eval (bool, optional): Keep the attention BatchNorms in eval mode
             (fixed statistics) while training. Default: None, i.e. frozen from the
             moment weights are loaded (``init_cfg``, ``load_from``,
             ``load_state_dict``; see above); random statistics train.
-        with_cp (bool): Gradient checkpointing per block. Default: False.
-        pretrained (str, optional): Deprecated, use ``init_cfg``.
-        init_cfg (dict, optional): e.g. ``dict(type='Pretrained', checkpoint='CvT-13-224x224-IN-1k.pth')``;
-            official, HuggingFace and converted files load.
+        **kwargs: ``in_channels``, ``out_indices``, ``frozen_stages``, ``norm_eval``, ``with_cp``,
+            ``init_cfg`` (official and converted checkpoints load) and the deprecated
+            ``pretrained``, as in :class:`~mmhybrid.models.base.HybridBackbone`.
     """
 
     family = 'CvT'
@@ -307,39 +304,29 @@ class CvT(HybridBackbone):
         'w24': dict(embed_dims=(192, 768, 1024), depths=(2, 2, 20), num_heads=(3, 12, 16), drop_path_rate=0.3),
     }
     arch_aliases = {'cvt-13': '13', 'cvt-21': '21', 'cvt-w24': 'w24'}
+    arch_required = ('embed_dims', 'depths', 'num_heads')
     #: token embedding (kernel, stride, padding) of the first stage and of the later ones
     first_patch, later_patch = (7, 4, 2), (3, 2, 1)
 
     def __init__(self,
                  arch: Union[str, int, dict] = '13',
-                 in_channels: int = 3,
                  drop_path_rate: Union[None, float, Sequence[float]] = None,
                  extra_stage: bool = False,
                  extra_dims: Optional[int] = None,
                  with_tokens: bool = False,
-                 out_indices: Optional[Sequence[int]] = None,
-                 frozen_stages: int = -1,
                  norm_eval: Optional[bool] = None,
-                 with_cp: bool = False,
-                 pretrained: Optional[str] = None,
-                 init_cfg: Optional[dict] = None):
-        arch = str(arch) if isinstance(arch, int) else arch
-        spec = resolve_arch(arch, self.arch_zoo, self.arch_aliases, ('embed_dims', 'depths', 'num_heads'),
-                            self.family)
+                 **kwargs):
+        super().__init__(arch=arch, norm_eval=norm_eval, **kwargs)
+        spec = self.arch_spec
         dims, depths, heads = (tuple(spec[k]) for k in ('embed_dims', 'depths', 'num_heads'))
         if not len(dims) == len(depths) == len(heads):
             raise ValueError(f'embed_dims {dims}, depths {depths} and num_heads {heads} differ in length.')
-        num_levels = len(dims) + int(extra_stage)
-        if out_indices is None:
-            out_indices = tuple(range(num_levels))
-        super().__init__(in_channels, out_indices, frozen_stages, norm_eval, with_cp, pretrained, init_cfg)
-        self.arch_name = arch if isinstance(arch, str) else 'custom'
         self.num_official_stages, self.depths = len(dims), depths
         mlp_ratio = spec.get('mlp_ratio', 4.0)
         with_cls = spec.get('cls_token', True)
 
         widths, strides = [], []
-        channels, stride = in_channels, 1
+        channels, stride = self.in_channels, 1
         if drop_path_rate is None:
             drop_path_rate = spec.get('drop_path_rate', 0.1)
         for i, rates in enumerate(stage_drop_paths(drop_path_rate, depths)):
