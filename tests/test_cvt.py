@@ -1,5 +1,4 @@
 """CvT behaviour beyond the parity fixtures: variants, attention, sizes, stride-32 level, checkpoints, state."""
-import importlib.util
 import math
 from pathlib import Path
 
@@ -197,13 +196,12 @@ def test_with_tokens_without_class_token_returns_none_for_it():
 
 
 def test_get_flops_counts_the_attention():
-    """tools/analysis/get_flops.py counts the fused kernel: 4 * queries * keys * width per block."""
-    spec = importlib.util.spec_from_file_location('cvt_get_flops', ROOT / 'tools/analysis/get_flops.py')
-    get_flops = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(get_flops)
+    """The FLOPs counter (tools/analysis/get_flops.py) counts the fused kernel: 4 * queries * keys * width
+    per block."""
+    from mmhybrid.analysis import count_flops
     model = CvT(arch=TINY).eval()
     with torch.no_grad():
-        counted = get_flops.count_flops(lambda: model(torch.randn(1, 3, 64, 96)), root=None)
+        counted = count_flops(lambda: model(torch.randn(1, 3, 64, 96)), root=None)
     # queries / keys per stage: 16x24 / 8x12, 8x12 / 4x6, 4x6 + cls / 2x3 + cls
     expected = sum(4 * q * k * c * d for q, k, c, d in
                    [(384, 96, 16, 1), (96, 24, 32, 2), (25, 7, 48, 2)])

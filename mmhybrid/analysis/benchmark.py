@@ -263,7 +263,9 @@ def _step_flops(model: nn.Module, x: torch.Tensor, train: bool, amp: Optional[st
             model.zero_grad(set_to_none=True)
     model.eval()
     with torch.no_grad(), measure.autocast(x.device, amp):
-        return count_flops(lambda: model(x))
+        counted = count_flops(lambda: model(x))
+    counted.pop('output')  # do not keep the outputs alive
+    return counted
 
 
 def _mode_result(mode: Mode, times: List[float], gflops: float, batch: int,

@@ -4,7 +4,8 @@ Counts convolutions, matmuls and ``scaled_dot_product_attention``, extended here
 the CPU attention kernel (``aten._scaled_dot_product_flash_attention_for_cpu``), which
 torch's own table leaves out (attention would count as zero on CPU), and with the oneDNN
 convolutions with fused epilogues (``mkldnn._convolution_pointwise``) of inference fast
-paths. mmengine's counter misses attention on every device.
+paths; the backward of grouped (depthwise) convolutions is counted per group, where
+torch's formula overcounts it. mmengine's counter misses attention on every device.
 
 Units: one multiply-add is 2 FLOPs = 1 MAC. Papers that report "FLOPs" for vision
 backbones (Swin, CrossFormer, ...) report MACs. Element-wise operations, normalisation
@@ -20,7 +21,7 @@ from torch.utils import flop_counter as _fc
 
 from .build import resolve_shape
 
-__all__ = ['analyze_model', 'attention_flop_mapping', 'count_flops', 'count_params',
+__all__ = ['analyze_model', 'extra_flop_mapping', 'count_flops', 'count_params',
            'forward_candidates', 'make_flop_counter']
 
 _ATTENTION_OP_NAMES = (
@@ -57,18 +58,30 @@ def _mkldnn_conv_inplace_flops(other_shape, x_shape, w_shape, *args, out_shape=N
     return _fc.conv_flop_count(x_shape, w_shape, other_shape, transposed=False)
 
 
-def attention_flop_mapping() -> Dict[Any, Callable]:
-    """Flop formulas for the kernels that torch's table lacks.
+def _conv_backward_flops(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding,
+                         _dilation, transposed, _output_padding, _groups, output_mask,
+                         out_shape=None, **kwargs):
+    # grad_input and grad_weight each cost what the forward convolution costs. torch's
+    # formula (up to 2.13 at least) counts grad_weight of a grouped convolution `groups`
+    # times too often (a depthwise conv's backward came out ~C times its forward).
+    forward = _fc.conv_flop_count(x_shape, w_shape, grad_out_shape, transposed=transposed)
+    return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
 
-    Shape-based (``FlopCounterMode`` wraps them with ``shape_wrapper``). Only kernels that
-    ``torch.utils.flop_counter.flop_registry`` does not already cover are returned, so a
-    later torch that adds them keeps its own formula.
+
+def extra_flop_mapping() -> Dict[Any, Callable]:
+    """Flop formulas for the kernels that torch's table lacks or miscounts.
+
+    Shape-based (``FlopCounterMode`` wraps them with ``shape_wrapper``). Attention and
+    oneDNN kernels are returned only where ``torch.utils.flop_counter.flop_registry``
+    does not already cover them, so a later torch that adds them keeps its own formula;
+    ``aten.convolution_backward`` is always replaced by a groups-aware formula (equal to
+    torch's for ungrouped convolutions).
 
     Returns:
         dict: op (or overload packet) -> formula, for ``FlopCounterMode(custom_mapping=)``.
     """
     aten = torch.ops.aten
-    mapping = {}
+    mapping = {aten.convolution_backward: _conv_backward_flops}
     pairs = [
         ('_scaled_dot_product_flash_attention_for_cpu', _sdpa_forward_flops),
         ('_scaled_dot_product_flash_attention_for_cpu_backward', _sdpa_backward_flops),
@@ -91,8 +104,9 @@ def attention_flop_mapping() -> Dict[Any, Callable]:
 
 
 def make_flop_counter() -> _fc.FlopCounterMode:
-    """A silent ``FlopCounterMode`` that also counts CPU attention and fused oneDNN convs."""
-    return _fc.FlopCounterMode(display=False, custom_mapping=attention_flop_mapping())
+    """A silent ``FlopCounterMode`` that also counts CPU attention and fused oneDNN convs,
+    and counts the backward of grouped convolutions right (:func:`extra_flop_mapping`)."""
+    return _fc.FlopCounterMode(display=False, custom_mapping=extra_flop_mapping())
 
 
 def _is_attention_op(op) -> bool:
