@@ -455,6 +455,25 @@ class HybridBackbone(BaseModule):
             f'{type(self).__name__} has no layer-wise learning-rate decay rule; use the default '
             'optimizer constructor (drop constructor=mmhybrid.LayerDecayOptimizerConstructor).')
 
+    def keep_new_weights(self, state: dict, prefix: str, what: str, source: str) -> dict:
+        """Complete ``state`` with this backbone's own values for the layers under ``prefix``.
+
+        For layers the family adds to the official network (official files have no
+        weights for them): they keep their initial values, said once in the log; a
+        checkpoint that has them (a dense one trained here) loads them.
+
+        Args:
+            state: converted weights.
+            prefix: state-dict prefix of the new layers, e.g. ``'out_norms.'``.
+            what: what they are, for the log line.
+            source: the checkpoint, for the log line.
+        """
+        new = {k: v for k, v in self.state_dict().items() if k.startswith(prefix) and k not in state}
+        if new:
+            print_log(f'{source}: {what} ({prefix}*) not in the checkpoint: they keep their initial values.',
+                      logger='current')
+        return {**state, **new}
+
     def adapt_pretrained(self, state: dict, source: str) -> dict:
         """Family hook between conversion and the strict load: validate or complete ``state``.
 

@@ -28,7 +28,7 @@ results where it runs:
   last block (before that block's downsampling FFN), the last stage after its
   last block, as the parity fixtures record.
 """
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn

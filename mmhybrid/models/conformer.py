@@ -39,7 +39,7 @@ Differences from the official code that do not change its results where it runs
   contiguous NCHW tensors.
 """
 import math
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -49,7 +49,8 @@ from mmengine.model.weight_init import trunc_normal_
 from ..converters.conformer import convert_conformer
 from ..registry import MODELS
 from .base import HybridBackbone
-from .layers import DropPath, Mlp, autocast_outputs, bn_affine, conv_bn, drop_path_rates, has_hooks, pad_bottom_right
+from .layers import (DropPath, Mlp, autocast_outputs, bn_affine, conv_bn, drop_path_rates, has_hooks, pad_bottom_right,
+                     trunc_normal_init)
 
 
 # --------------------------------------------------------------------------------------
@@ -433,9 +434,7 @@ class Conformer(HybridBackbone):
         trunc_normal_(self.cls_token, std=0.02)
         for m in self.modules():
             if isinstance(m, nn.Linear):
-                trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+                trunc_normal_init(m)
             elif isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
             elif isinstance(m, (nn.LayerNorm, nn.BatchNorm2d)):

@@ -22,19 +22,17 @@ results where it runs:
 * a checkpoint whose depthwise kernels have another size than ``kernel_size`` is
   refused by naming both sizes.
 """
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
-from mmengine.logging import print_log
-from mmengine.model.weight_init import trunc_normal_
 
 from ..converters.common import CheckpointMismatchError
 from ..converters.conv2former import convert_conv2former
 from ..registry import MODELS
 from .base import HybridBackbone
 from .layers import (DropPath, LayerNorm2d, autocast_outputs, drop_path_rates, onednn_conv, onednn_conv_binary,
-                     onednn_inference, pad_bottom_right)
+                     onednn_inference, pad_bottom_right, trunc_normal_init)
 
 
 # --------------------------------------------------------------------------------------
@@ -314,9 +312,7 @@ class Conv2Former(HybridBackbone):
     def _default_init(self) -> None:
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
-                trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+                trunc_normal_init(m)
             elif isinstance(m, (nn.LayerNorm, nn.BatchNorm2d)):
                 m.reset_parameters()
             elif isinstance(m, Conv2FormerBlock):
@@ -369,14 +365,7 @@ class Conv2Former(HybridBackbone):
         problem = _kernel_size_problem(self, state, source=source)
         if problem:
             raise CheckpointMismatchError(problem)
-        if self.out_norms is not None:
-            new = {f'out_norms.{k}': v for k, v in self.out_norms.state_dict().items()
-                   if f'out_norms.{k}' not in state}
-            if new:
-                print_log(f'{source}: output norms {sorted({k.split(".")[1] for k in new})} are not in the '
-                          'checkpoint and keep their initial values.', logger='current')
-            state = {**state, **new}
-        return state
+        return self.keep_new_weights(state, 'out_norms.', 'the output norms', source)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """``(B, C, H, W)`` -> maps of ``ceil(H / s) x ceil(W / s)`` for the stages in ``out_indices``."""

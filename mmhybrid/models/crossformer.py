@@ -20,12 +20,11 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmengine.model.weight_init import trunc_normal_
 
 from ..converters.crossformer import convert_crossformer
 from ..registry import MODELS
 from .base import HybridBackbone, per_stage
-from .layers import DropPath, Mlp, autocast_outputs, drop_path_rates, pad_bottom_right
+from .layers import DropPath, Mlp, autocast_outputs, drop_path_rates, pad_bottom_right, trunc_normal_init
 
 # --------------------------------------------------------------------------------------
 # Grouping geometry
@@ -394,9 +393,7 @@ class CrossFormer(HybridBackbone):
     def _default_init(self) -> None:
         for m in self.modules():
             if isinstance(m, nn.Linear):
-                trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+                trunc_normal_init(m)
             elif isinstance(m, nn.LayerNorm):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)

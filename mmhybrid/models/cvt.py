@@ -25,14 +25,13 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmengine.logging import print_log
 from mmengine.model.weight_init import trunc_normal_
 
 from ..converters.common import CheckpointMismatchError
 from ..converters.cvt import convert_cvt
 from ..registry import MODELS
 from .base import HybridBackbone
-from .layers import DropPath, Mlp, autocast_outputs, conv_bn, pad_bottom_right
+from .layers import DropPath, Mlp, autocast_outputs, conv_bn, pad_bottom_right, trunc_normal_init
 
 
 # --------------------------------------------------------------------------------------
@@ -355,9 +354,7 @@ class CvT(HybridBackbone):
     def _default_init(self) -> None:
         for m in self.modules():
             if isinstance(m, nn.Linear):
-                trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+                trunc_normal_init(m)
             elif isinstance(m, (nn.LayerNorm, nn.BatchNorm2d, nn.Conv2d)):
                 m.reset_parameters()   # convolutions: PyTorch's default, as the official code
             elif isinstance(m, CvTStage) and m.cls_token is not None:
@@ -380,13 +377,7 @@ class CvT(HybridBackbone):
                 f"{named[0] if named else 'a matching arch dict'} to load this file.")
         if not self.extra_stage:
             return state
-        prefix = f'stage{self.num_official_stages}.'
-        own = {k: v for k, v in self.state_dict().items() if k.startswith(prefix)}
-        if any(k in state for k in own):
-            return state
-        print_log(f'{source}: the stride-32 level ({prefix}*) is not in the checkpoint and keeps its '
-                  'initial values.', logger='current')
-        return {**state, **own}
+        return self.keep_new_weights(state, f'stage{self.num_official_stages}.', 'the stride-32 level', source)
 
     def forward(self, x: torch.Tensor) -> Tuple:
         """``(B, C, H, W)`` -> maps of ``ceil(H / s) x ceil(W / s)`` for the levels in ``out_indices``

@@ -5,9 +5,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn.bricks import DropPath
+from mmengine.model.weight_init import trunc_normal_
 
 __all__ = ['DropPath', 'LayerNorm2d', 'Mlp', 'autocast_outputs', 'bn_affine', 'conv_act', 'conv_bn', 'drop_path_rates',
-           'has_hooks', 'onednn_conv', 'onednn_conv_binary', 'onednn_inference', 'pad_bottom_right']
+           'has_hooks', 'onednn_conv', 'onednn_conv_binary', 'onednn_inference', 'pad_bottom_right',
+           'trunc_normal_init']
 
 
 class LayerNorm2d(nn.LayerNorm):
@@ -49,6 +51,14 @@ class Mlp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(x)))
+
+
+def trunc_normal_init(layer: nn.Module, std: float = 0.02) -> None:
+    """The transformer initialisation of one Linear or convolution: truncated-normal
+    weight (``std``, cut at +-2), zero bias."""
+    trunc_normal_(layer.weight, std=std)
+    if layer.bias is not None:
+        nn.init.zeros_(layer.bias)
 
 
 def drop_path_rates(rate: float, depths: Sequence[int]) -> list:
