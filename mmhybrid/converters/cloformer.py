@@ -4,7 +4,7 @@ from typing import Dict, Mapping
 
 import torch
 
-from .common import strip_prefix, unwrap_state_dict
+from .common import backbone_state
 
 # classification head and final GroupNorm of the official model
 _DROPPED = re.compile(r'^(head|norm)\.')
@@ -28,5 +28,5 @@ def convert_cloformer(ckpt: Mapping) -> Dict[str, torch.Tensor]:
     Returns:
         A new ``name -> tensor`` dict.
     """
-    state = strip_prefix(strip_prefix(unwrap_state_dict(ckpt), 'module.'), 'backbone.')
+    state = backbone_state(ckpt)
     return {k: v for k, v in state.items() if not _DROPPED.match(k)}

@@ -52,6 +52,18 @@ def strip_prefix(state: Mapping[str, torch.Tensor], prefix: str) -> Dict[str, to
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
+def backbone_state(ckpt: Mapping, prefer: Iterable[str] = _CONTAINER_KEYS) -> Dict[str, torch.Tensor]:
+    """The backbone's weights in any checkpoint: unwrapped from its container, without the
+    ``module.`` prefix of a DistributedDataParallel state dict, and only the ``backbone.``
+    part of a detector or segmentor checkpoint (all of it when no key has that prefix).
+
+    Args:
+        ckpt: the loaded checkpoint object or a plain state dict.
+        prefer: container keys, in order of preference.
+    """
+    return strip_prefix(strip_prefix(unwrap_state_dict(ckpt, prefer), 'module.'), 'backbone.')
+
+
 def check_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor],
                      source: str = 'checkpoint', max_listed: int = 8) -> None:
     """Raise :class:`CheckpointMismatchError` unless ``state`` fits ``model`` exactly (nothing is loaded).

@@ -4,7 +4,7 @@ from typing import Dict, Mapping
 
 import torch
 
-from .common import strip_prefix, unwrap_state_dict
+from .common import backbone_state
 
 # classification heads of the official classification model (trans_norm is the
 # LayerNorm in front of the token classifier); mmpretrain keeps trans_norm in the
@@ -47,5 +47,5 @@ def convert_conformer(ckpt: Mapping) -> Dict[str, torch.Tensor]:
     Returns:
         A new ``name -> tensor`` dict.
     """
-    state = strip_prefix(strip_prefix(unwrap_state_dict(ckpt), 'module.'), 'backbone.')
+    state = backbone_state(ckpt)
     return {_official_name(k): v for k, v in state.items() if not _DROPPED.match(k)}

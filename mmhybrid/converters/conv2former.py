@@ -4,7 +4,7 @@ from typing import Dict, Mapping
 
 import torch
 
-from .common import strip_prefix, unwrap_state_dict
+from .common import backbone_state
 
 # The official files are written by timm's CheckpointSaver: the trained weights under
 # 'state_dict' and, when trained with --model-ema, the EMA copy under 'state_dict_ema'.
@@ -38,6 +38,5 @@ def convert_conv2former(ckpt: Mapping) -> Dict[str, torch.Tensor]:
     Returns:
         A new ``name -> tensor`` dict.
     """
-    state = unwrap_state_dict(ckpt, prefer=CONTAINER_PREFERENCE)
-    state = strip_prefix(strip_prefix(state, 'module.'), 'backbone.')
+    state = backbone_state(ckpt, prefer=CONTAINER_PREFERENCE)
     return {_OLD_MODULATION.sub('.attn.att.', k): v for k, v in state.items() if not _DROPPED.match(k)}

@@ -4,7 +4,7 @@ from typing import Dict, Mapping
 
 import torch
 
-from .common import strip_prefix, unwrap_state_dict
+from .common import backbone_state
 
 # classification head and final norm, and the position-index buffers of older files
 # (recomputed by the model)
@@ -26,5 +26,5 @@ def convert_crossformer(ckpt: Mapping) -> Dict[str, torch.Tensor]:
     Returns:
         A new ``name -> tensor`` dict.
     """
-    state = strip_prefix(strip_prefix(unwrap_state_dict(ckpt), 'module.'), 'backbone.')
+    state = backbone_state(ckpt)
     return {k: v for k, v in state.items() if not _DROPPED.search(k)}

@@ -4,7 +4,7 @@ from typing import Dict, Mapping
 
 import torch
 
-from .common import CheckpointMismatchError, strip_prefix, unwrap_state_dict
+from .common import CheckpointMismatchError, backbone_state
 
 # classification head and the final norm on the class token
 _DROPPED = re.compile(r'^(head|norm)\.')
@@ -68,7 +68,7 @@ def convert_cvt(ckpt: Mapping) -> Dict[str, torch.Tensor]:
     Returns:
         A new ``name -> tensor`` dict.
     """
-    state = strip_prefix(strip_prefix(unwrap_state_dict(ckpt), 'module.'), 'backbone.')
+    state = backbone_state(ckpt)
     if any(_HF_STAGE.match(k) for k in state):
         state = _from_huggingface(state)
     return {k: v for k, v in state.items() if not _DROPPED.match(k)}

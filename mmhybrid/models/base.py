@@ -309,12 +309,12 @@ class HybridBackbone(BaseModule):
 
     # -- to be provided by a family -------------------------------------------------
     def stem_modules(self) -> List[nn.Module]:
-        """Modules before stage 0 (frozen by ``frozen_stages >= 0``)."""
-        raise NotImplementedError
+        """Modules before stage 0 (frozen by ``frozen_stages >= 0``); by default ``self.patch_embed``."""
+        return [self.patch_embed]
 
     def stage_modules(self) -> List[nn.Module]:
-        """One module (or ModuleList) per stage."""
-        raise NotImplementedError
+        """One module per stage; by default the items of ``self.layers``."""
+        return list(self.layers)
 
     def _default_init(self) -> None:
         """The family's own random initialisation."""

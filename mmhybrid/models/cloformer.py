@@ -28,7 +28,7 @@ results where it runs:
   last block (before that block's downsampling FFN), the last stage after its
   last block, as the parity fixtures record.
 """
-from typing import Dict, List, Sequence, Tuple, Union
+from typing import Dict, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -289,9 +289,8 @@ class CloFormer(HybridBackbone):
         frozen_stages (int): -1 none, 0 the stem, k the stem and stages 0..k-1
             (stage i includes the downsampling at the end of its last block).
             Default: -1.
-        **kwargs: ``in_channels``, ``out_indices``, ``frozen_stages``, ``norm_eval``, ``with_cp``,
-            ``init_cfg`` (official and converted checkpoints load) and the deprecated
-            ``pretrained``, as in :class:`~mmhybrid.models.base.HybridBackbone`.
+        **kwargs: The arguments of every family (``in_channels``, ``out_indices``, ``init_cfg``, ...): see
+            :class:`~mmhybrid.models.base.HybridBackbone`.
     """
 
     family = 'CloFormer'
@@ -364,12 +363,6 @@ class CloFormer(HybridBackbone):
             if not isinstance(out['pool_sizes'][i], int) or out['pool_sizes'][i] < 1:
                 raise ValueError(f'stage {i}: pool_sizes must be positive ints, got {out["pool_sizes"][i]!r}.')
         return out
-
-    def stem_modules(self) -> List[nn.Module]:
-        return [self.patch_embed]
-
-    def stage_modules(self) -> List[nn.Module]:
-        return list(self.layers)
 
     def _default_init(self) -> None:
         # the official code keeps PyTorch's default initialisation of every layer

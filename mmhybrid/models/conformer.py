@@ -346,9 +346,8 @@ class Conformer(HybridBackbone):
             Default: None, i.e. frozen from the moment weights are loaded
             (``init_cfg``, ``load_from``, ``load_state_dict``); random BatchNorm
             statistics train, so a backbone trained from scratch learns.
-        **kwargs: ``in_channels``, ``out_indices``, ``frozen_stages``, ``norm_eval``, ``with_cp``,
-            ``init_cfg`` (official and converted checkpoints load) and the deprecated
-            ``pretrained``, as in :class:`~mmhybrid.models.base.HybridBackbone`.
+        **kwargs: The arguments of every family (``in_channels``, ``out_indices``, ``init_cfg``, ...): see
+            :class:`~mmhybrid.models.base.HybridBackbone`.
     """
 
     family = 'Conformer'

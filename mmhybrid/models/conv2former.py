@@ -255,9 +255,8 @@ class Conv2Former(HybridBackbone):
             Default: -1.
         norm_eval (bool): Keep the stem's BatchNorms in eval mode while training.
             Default: False.
-        **kwargs: ``in_channels``, ``out_indices``, ``frozen_stages``, ``norm_eval``, ``with_cp``,
-            ``init_cfg`` (official and converted checkpoints load) and the deprecated
-            ``pretrained``, as in :class:`~mmhybrid.models.base.HybridBackbone`.
+        **kwargs: The arguments of every family (``in_channels``, ``out_indices``, ``init_cfg``, ...): see
+            :class:`~mmhybrid.models.base.HybridBackbone`.
     """
 
     family = 'Conv2Former'

@@ -335,9 +335,8 @@ class CrossFormer(HybridBackbone):
         patch_kernels (Sequence[int]): Cross-scale embedding kernels. Default: (4, 8, 16, 32).
         merge_kernels (Sequence[int]): Cross-scale merging kernels. Default: (2, 4).
         drop_path_rate (float): Stochastic depth, linear over all blocks. Default: 0.2.
-        **kwargs: ``in_channels``, ``out_indices``, ``frozen_stages``, ``norm_eval``, ``with_cp``,
-            ``init_cfg`` (official and converted checkpoints load) and the deprecated
-            ``pretrained``, as in :class:`~mmhybrid.models.base.HybridBackbone`.
+        **kwargs: The arguments of every family (``in_channels``, ``out_indices``, ``init_cfg``, ...): see
+            :class:`~mmhybrid.models.base.HybridBackbone`.
     """
 
     family = 'CrossFormer'
@@ -383,12 +382,6 @@ class CrossFormer(HybridBackbone):
                 dims[i], depths[i], heads[i], groups[i], intervals[i], dpr, mlp_ratio,
                 merge_kernels if i < num_stages - 1 else None))
         self._finish_init(dims, [4 * 2**i for i in range(num_stages)])
-
-    def stem_modules(self) -> List[nn.Module]:
-        return [self.patch_embed]
-
-    def stage_modules(self) -> List[nn.Module]:
-        return list(self.layers)
 
     def _default_init(self) -> None:
         for m in self.modules():

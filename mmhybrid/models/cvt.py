@@ -289,9 +289,8 @@ class CvT(HybridBackbone):
             (fixed statistics) while training. Default: None, i.e. frozen from the
             moment weights are loaded (``init_cfg``, ``load_from``,
             ``load_state_dict``; see above); random statistics train.
-        **kwargs: ``in_channels``, ``out_indices``, ``frozen_stages``, ``norm_eval``, ``with_cp``,
-            ``init_cfg`` (official and converted checkpoints load) and the deprecated
-            ``pretrained``, as in :class:`~mmhybrid.models.base.HybridBackbone`.
+        **kwargs: The arguments of every family (``in_channels``, ``out_indices``, ``init_cfg``, ...): see
+            :class:`~mmhybrid.models.base.HybridBackbone`.
     """
 
     family = 'CvT'
