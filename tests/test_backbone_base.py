@@ -323,3 +323,51 @@ def test_forward_hooks_fire_on_every_module_in_inference(family):
         h.remove()
     assert ran and ran <= called, sorted(ran - called)[:10]
     assert eager
+
+
+@pytest.mark.parametrize('family', list(SMALL_ARCH))
+def test_out_norms_put_one_norm_on_every_returned_map(family):
+    """Off by default (the official network); on, a channels-first LayerNorm per returned map,
+    named out_norms.<stage>, applied to the map the backbone would otherwise return."""
+    from mmhybrid.registry import MODELS
+    plain = MODELS.build(dict(type=f'mmhybrid.{family}', arch=SMALL_ARCH[family], out_indices=(1, -1))).eval()
+    normed = MODELS.build(dict(type=f'mmhybrid.{family}', arch=SMALL_ARCH[family], out_indices=(1, -1),
+                               out_norms=True)).eval()
+    assert plain.out_norms is None and not any(k.startswith('out_norms.') for k in plain.state_dict())
+    assert sorted(normed.out_norms) == sorted(str(i) for i in normed.out_indices)
+    missing, _ = normed.load_state_dict(plain.state_dict(), strict=False)
+    assert sorted(missing) == sorted(f'out_norms.{i}.{p}' for i in normed.out_indices for p in ('weight', 'bias'))
+    for norm in normed.out_norms.values():
+        nn.init.normal_(norm.weight)
+        nn.init.normal_(norm.bias)
+    x = torch.randn(1, 3, 70, 90)
+    with torch.no_grad():
+        for i, a, b in zip(normed.out_indices, plain(x), normed(x)):
+            torch.testing.assert_close(b, normed.out_norms[str(i)](a), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('decay_type', ['layer_wise', 'stage_wise'])
+@pytest.mark.parametrize('family', list(SMALL_ARCH))
+def test_every_family_has_layer_decay_ids_from_stem_to_last_stage(family, decay_type):
+    """Stem 0, ids never decreasing along the stages, the last stage at num_layers, output norms at
+    the heads' rate: so any family's config may use mmhybrid.LayerDecayOptimizerConstructor."""
+    from mmhybrid.registry import MODELS
+    model = MODELS.build(dict(type=f'mmhybrid.{family}', arch=SMALL_ARCH[family], out_norms=True))
+    num_layers = 6
+    ids = {n: model.layer_decay_id(n, num_layers, decay_type) for n, _ in model.named_parameters()}
+    stem = {n for m in model.stem_modules() for n, p in model.named_parameters()
+            if any(p is q for q in m.parameters())}
+    assert stem and {ids[n] for n in stem} == {0}
+    per_stage = []
+    for stage in model.stage_modules():
+        own = [ids[n] for n, p in model.named_parameters() if n not in stem
+               and any(p is q for q in stage.parameters())]
+        per_stage.append((min(own), max(own)))
+    official_convnext = family == 'Conv2Former'   # ConvNeXt's rules: stage-wise, every downsampling at 0
+    if not (official_convnext and decay_type == 'stage_wise'):
+        assert all(a[1] <= b[0] for a, b in zip(per_stage, per_stage[1:])), per_stage
+        assert per_stage[0][0] >= 1
+    assert max(hi for _, hi in per_stage) <= num_layers
+    assert {ids[n] for n in ids if n.startswith('out_norms.')} == {num_layers + 1}
+    if decay_type == 'layer_wise' and not official_convnext:
+        assert per_stage[-1][1] == num_layers

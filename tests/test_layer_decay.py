@@ -107,10 +107,12 @@ def test_bad_paramwise_cfg_is_refused_naming_the_key(paramwise, message):
             optimizer=dict(type='AdamW', lr=1.0, weight_decay=0.05), paramwise_cfg=paramwise))
 
 
-def test_backbone_without_a_rule_is_refused_clearly():
+def test_a_family_without_an_official_rule_decays_by_the_generic_one_and_other_models_are_refused():
     crossformer = MODELS.build(dict(type='mmhybrid.CrossFormer', arch=dict(
         embed_dims=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1))))
-    with pytest.raises(NotImplementedError, match='CrossFormer has no layer-wise'):
-        build(Detector(crossformer))
+    rates = lr_and_wd(build(Detector(crossformer), decay_rate=0.5, num_layers=4))
+    assert rates['backbone.patch_embed.projs.0.weight'][0] == 0.5 ** 5   # the stem: id 0
+    assert rates['backbone.layers.3.blocks.0.mlp.fc2.weight'][0] == 0.5   # the deepest layer: id num_layers
+    assert rates['head.weight'][0] == 1.0
     with pytest.raises(TypeError, match='mmhybrid backbone'):
         build(nn.Sequential(nn.Linear(2, 2)))

@@ -29,6 +29,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..converters.common import CheckpointMismatchError, load_state_dict_checked, unwrap_state_dict
 from ..utils.checkpoint import CheckpointLoadError, load_checkpoint_file
+from .layers import LayerNorm2d, autocast_outputs
 
 
 def resolve_arch(arch: Union[str, dict], zoo: Dict[str, dict], aliases: Dict[str, str],
@@ -240,6 +241,12 @@ class HybridBackbone(BaseModule):
             None: from the moment weights are loaded into the backbone (see
             :attr:`norm_eval`).
         with_cp (bool): Gradient checkpointing of each block.
+        out_norms (bool): A norm on every returned map (:meth:`make_out_norm`, a
+            channels-first LayerNorm by default), as ConvNeXt's and Swin's dense
+            backbones have; named ``out_norms.<stage>``, new layers that official
+            files do not have (they keep their initial values and learn at the
+            heads' rate under layer-wise lr decay). Default: False, the official
+            network.
         pretrained (str, optional): Deprecated; use ``init_cfg``. A model-zoo name
             (``open-mmlab://...``, ``torchvision://...``), which mmseg's ResNet base
             configs pass in as ``model.pretrained``, is ignored with a warning.
@@ -263,7 +270,7 @@ class HybridBackbone(BaseModule):
 
     def __init__(self, arch: Union[str, int, dict, None] = None, in_channels: int = 3,
                  out_indices: Optional[Sequence[int]] = None, frozen_stages: int = -1,
-                 norm_eval: Optional[bool] = False, with_cp: bool = False,
+                 norm_eval: Optional[bool] = False, with_cp: bool = False, out_norms: bool = False,
                  pretrained: Optional[str] = None, init_cfg: Optional[dict] = None):
         init_cfg = _pretrained_to_init_cfg(type(self).__name__, pretrained, init_cfg)
         super().__init__(init_cfg=init_cfg)
@@ -278,6 +285,7 @@ class HybridBackbone(BaseModule):
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
         self.with_cp = with_cp
+        self._out_norms_arg = out_norms
         self._weights_loaded = False
 
     @property
@@ -335,6 +343,8 @@ class HybridBackbone(BaseModule):
             raise ValueError(f'frozen_stages must be in -1..{num}, got {self.frozen_stages}.')
         self.stage_channels = tuple(stage_channels)
         self.stage_strides = tuple(stage_strides)
+        self.out_norms = (nn.ModuleDict({str(i): self.make_out_norm(self.stage_channels[i]) for i in self.out_indices})
+                          if self._out_norms_arg else None)
         self._freeze_stages()
 
     @property
@@ -440,20 +450,80 @@ class HybridBackbone(BaseModule):
             raise CheckpointLoadError(f'{source}: {err}') from None
         return self.adapt_pretrained(state, source)
 
+    def make_out_norm(self, channels: int) -> nn.Module:
+        """The norm ``out_norms=True`` puts on a returned map of ``channels`` channels."""
+        return LayerNorm2d(channels)
+
+    def finish_outputs(self, maps: Sequence) -> tuple:
+        """What every family's forward returns: its ``out_indices`` maps (through the output
+        norms, if any), then any extra items (class tokens), all in one dtype under autocast.
+
+        Args:
+            maps: the maps of the stages in ``out_indices``, in order, then extra items.
+        """
+        maps = list(maps)
+        if self.out_norms is not None:
+            for k, i in enumerate(self.out_indices):
+                maps[k] = self.out_norms[str(i)](maps[k])
+        return autocast_outputs(maps)
+
     def layer_decay_id(self, name: str, num_layers: int, decay_type: str = 'layer_wise') -> int:
         """Layer id of a backbone parameter for layer-wise learning-rate decay.
 
         Used by ``mmhybrid.LayerDecayOptimizerConstructor``: 0 is the stem,
-        ``num_layers`` the deepest backbone layer (heads get ``num_layers + 1``).
+        ``num_layers`` the deepest backbone layer, ``num_layers + 1`` the heads'
+        rate (also for the output norms, new layers). The generic rule, read from
+        :meth:`stem_modules` and :meth:`stage_modules`; a family may replace it with
+        its official one:
+
+        * 'stage_wise': stage i -> ``min(i + 1, num_layers)``;
+        * 'layer_wise': the units of all stages in forward order (the items of each
+          stage's block lists and its other sub-modules, e.g. a downsampling layer)
+          spread evenly over ``1..num_layers``; a parameter held by a stage itself
+          (a class token) goes with the stage's first unit.
 
         Args:
             name: parameter name inside the backbone (no ``backbone.`` prefix).
             num_layers: number of layer ids above the stem.
             decay_type: 'layer_wise' or 'stage_wise'.
         """
-        raise NotImplementedError(
-            f'{type(self).__name__} has no layer-wise learning-rate decay rule; use the default '
-            'optimizer constructor (drop constructor=mmhybrid.LayerDecayOptimizerConstructor).')
+        if decay_type not in ('layer_wise', 'stage_wise'):
+            raise ValueError(f"decay_type must be 'layer_wise' or 'stage_wise', got {decay_type!r}.")
+        ids = self._layer_ids(num_layers, decay_type)
+        if name not in ids:
+            raise ValueError(f'No layer id for {type(self).__name__} parameter {name!r}.')
+        return ids[name]
+
+    def _layer_ids(self, num_layers: int, decay_type: str) -> Dict[str, int]:
+        names = {p: n for n, p in self.named_parameters(remove_duplicate=False)}
+        ids = {n: num_layers + 1 for n in names.values()}   # not in stem or stages: new layers
+
+        def assign(module: nn.Module, layer_id: int, recurse: bool = True) -> None:
+            for p in module.parameters(recurse=recurse):
+                if names[p] not in assigned:
+                    ids[names[p]] = layer_id
+                    assigned.add(names[p])
+
+        assigned = set()
+        for m in self.stem_modules():
+            assign(m, 0)
+        stages = self.stage_modules()
+        units = []   # (stage index, module, whether only its own parameters count)
+        for s, stage in enumerate(stages):
+            units.append((s, stage, False))   # a stage's own parameters (class token), with its first unit
+            for child in stage.children():
+                expand = isinstance(child, (nn.ModuleList, nn.Sequential))
+                units.extend((s, unit, True) for unit in (child if expand else [child]))
+        blocks = [u for u in units if u[2]]
+        for s, module, is_unit in units:
+            if decay_type == 'stage_wise':
+                layer_id = min(s + 1, num_layers)
+            else:
+                first = module if is_unit else next((u[1] for u in blocks if u[0] == s), None)
+                k = next((j for j, u in enumerate(blocks) if u[1] is first), 0)
+                layer_id = 1 + k * (num_layers - 1) // max(1, len(blocks) - 1) if num_layers > 1 else 1
+            assign(module, layer_id, recurse=is_unit)
+        return ids
 
     def keep_new_weights(self, state: dict, prefix: str, what: str, source: str) -> dict:
         """Complete ``state`` with this backbone's own values for the layers under ``prefix``.

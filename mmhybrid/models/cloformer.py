@@ -38,7 +38,7 @@ from mmcv.cnn import build_norm_layer
 from ..converters.cloformer import convert_cloformer
 from ..registry import MODELS
 from .base import HybridBackbone, per_stage
-from .layers import DropPath, autocast_outputs, conv_act, drop_path_rates
+from .layers import DropPath, conv_act, drop_path_rates
 
 
 def _channels_norm(dims: int) -> nn.GroupNorm:
@@ -380,4 +380,4 @@ class CloFormer(HybridBackbone):
                 mid, x = self.run_block(block, x)
             if i in self.out_indices:
                 outs.append((mid if block.downsample is not None else x).contiguous())
-        return autocast_outputs(outs)
+        return self.finish_outputs(outs)

@@ -49,7 +49,7 @@ from mmengine.model.weight_init import trunc_normal_
 from ..converters.conformer import convert_conformer
 from ..registry import MODELS
 from .base import HybridBackbone
-from .layers import (DropPath, Mlp, autocast_outputs, bn_affine, conv_bn, drop_path_rates, has_hooks, pad_bottom_right,
+from .layers import (DropPath, Mlp, bn_affine, conv_bn, drop_path_rates, has_hooks, pad_bottom_right,
                      trunc_normal_init)
 
 
@@ -470,4 +470,4 @@ class Conformer(HybridBackbone):
         if self.with_tokens:
             patches = x_t[:, 1:].transpose(1, 2).reshape(b, self.embed_dims, *grid)
             outs.append((patches, x_t[:, 0]))
-        return autocast_outputs(outs)
+        return self.finish_outputs(outs)

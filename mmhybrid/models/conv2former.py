@@ -31,7 +31,7 @@ from ..converters.common import CheckpointMismatchError
 from ..converters.conv2former import convert_conv2former
 from ..registry import MODELS
 from .base import HybridBackbone
-from .layers import (DropPath, LayerNorm2d, autocast_outputs, drop_path_rates, onednn_conv, onednn_conv_binary,
+from .layers import (DropPath, LayerNorm2d, drop_path_rates, onednn_conv, onednn_conv_binary,
                      onednn_inference, pad_bottom_right, trunc_normal_init)
 
 
@@ -276,7 +276,6 @@ class Conv2Former(HybridBackbone):
                  arch: Union[str, dict] = 'tiny',
                  kernel_size: Optional[int] = None,
                  drop_path_rate: float = 0.2,
-                 out_norms: bool = False,
                  **kwargs):
         super().__init__(arch=arch, **kwargs)
         spec = self.arch_spec
@@ -296,8 +295,6 @@ class Conv2Former(HybridBackbone):
             nn.Sequential(*(Conv2FormerBlock(dims[i], self.kernel_size, mlp_ratio, rate) for rate in rates))
             for i, rates in enumerate(drop_path_rates(drop_path_rate, depths)))
         self._finish_init(dims, [4 * 2**i for i in range(len(dims))])
-        self.out_norms = (nn.ModuleDict({str(i): LayerNorm2d(dims[i]) for i in self.out_indices})
-                          if out_norms else None)
         self.register_load_state_dict_pre_hook(_refuse_other_kernel_size)
 
     def stem_modules(self) -> List[nn.Module]:
@@ -376,6 +373,5 @@ class Conv2Former(HybridBackbone):
             for block in self.stages[i]:
                 x = self.run_block(block, x)
             if i in self.out_indices:
-                out = self.out_norms[str(i)](x) if self.out_norms is not None else x
-                outs.append(out.contiguous())
-        return autocast_outputs(outs)
+                outs.append(x.contiguous())
+        return self.finish_outputs(outs)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from ..converters.crossformer import convert_crossformer
 from ..registry import MODELS
 from .base import HybridBackbone, per_stage
-from .layers import DropPath, Mlp, autocast_outputs, drop_path_rates, pad_bottom_right, trunc_normal_init
+from .layers import DropPath, Mlp, drop_path_rates, pad_bottom_right, trunc_normal_init
 
 # --------------------------------------------------------------------------------------
 # Grouping geometry
@@ -407,4 +407,4 @@ class CrossFormer(HybridBackbone):
                 break
             if stage.downsample is not None:
                 x = stage.downsample(x)
-        return autocast_outputs(outs)
+        return self.finish_outputs(outs)

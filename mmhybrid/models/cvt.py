@@ -31,7 +31,7 @@ from ..converters.common import CheckpointMismatchError
 from ..converters.cvt import convert_cvt
 from ..registry import MODELS
 from .base import HybridBackbone
-from .layers import DropPath, Mlp, autocast_outputs, conv_bn, pad_bottom_right, trunc_normal_init
+from .layers import DropPath, Mlp, conv_bn, pad_bottom_right, trunc_normal_init
 
 
 # --------------------------------------------------------------------------------------
@@ -408,4 +408,4 @@ class CvT(HybridBackbone):
                 patches, cls = out, (tokens[:, 0] if num_cls else None)  # one copy serves both
         if self.with_tokens:
             outs.append((patches, cls))
-        return autocast_outputs(outs)
+        return self.finish_outputs(outs)
