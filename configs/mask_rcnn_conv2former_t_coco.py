@@ -3,13 +3,10 @@
 # val2017. Its dense code is not released; the paper follows ConvNeXt, so this
 # is ConvNeXt-T's Mask R-CNN 3x recipe (facebookresearch/ConvNeXt
 # object_detection/configs/convnext, drop path 0.4, AdamW lr 1e-4, wd 0.05).
-_base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
-
-custom_imports = dict(imports=['mmhybrid'], allow_failed_imports=False)
+_base_ = './_base_/mask_rcnn_coco.py'
 
 model = dict(
     backbone=dict(
-        _delete_=True,
         type='mmhybrid.Conv2Former',
         arch='tiny',
         drop_path_rate=0.4,
@@ -80,19 +77,12 @@ param_scheduler = [
         gamma=0.1)
 ]
 
-# AdamW lr 1e-4, wd 0.05 for 16 images per iteration (8 GPUs x 2), with
-# ConvNeXt-T's layer-wise lr decay (0.95 over 6 layer ids; mmdet's own
-# constructor only accepts classes named ConvNeXt, so mmhybrid has one that
-# asks the backbone for its layer ids). As in ConvNeXt, 1-D parameters (norms,
-# biases, layer scales) get no weight decay. ConvNeXt trains in fp16: add
-# --amp to tools/train.py on a GPU.
+# AdamW wd 0.05 (lr 1e-4 from the base) with ConvNeXt-T's layer-wise lr decay
+# (0.95 over 6 layer ids; mmdet's own constructor only accepts classes named
+# ConvNeXt, so mmhybrid has one that asks the backbone for its layer ids). As
+# in ConvNeXt, 1-D parameters (norms, biases, layer scales) get no weight
+# decay. ConvNeXt trains in fp16: add --amp to tools/train.py on a GPU.
 optim_wrapper = dict(
-    optimizer=dict(
-        _delete_=True,
-        type='AdamW',
-        lr=1e-4,
-        betas=(0.9, 0.999),
-        weight_decay=0.05),
+    optimizer=dict(betas=(0.9, 0.999), weight_decay=0.05),
     constructor='mmhybrid.LayerDecayOptimizerConstructor',
     paramwise_cfg=dict(decay_rate=0.95, decay_type='layer_wise', num_layers=6))
-auto_scale_lr = dict(enable=False, base_batch_size=16)

@@ -1,14 +1,12 @@
 # RetinaNet + FPN with a CloFormer-S backbone, COCO, 1x schedule.
 # CloFormer (Fan et al., 2023) has no published detection result and no
 # official dense recipe: this is the recipe PVT/PVTv2 use for lightweight
-# pyramid backbones (AdamW lr 1e-4, wd 1e-4, 1x) on mmdet's RetinaNet 1x.
-_base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
-
-custom_imports = dict(imports=['mmhybrid'], allow_failed_imports=False)
+# pyramid backbones (AdamW lr 1e-4, wd 1e-4, 1x: the base's) on mmdet's
+# RetinaNet 1x.
+_base_ = './_base_/retinanet_coco.py'
 
 model = dict(
     backbone=dict(
-        _delete_=True,
         type='mmhybrid.CloFormer',
         arch='s',
         drop_path_rate=0.1,
@@ -25,9 +23,3 @@ model = dict(
             type='Pretrained', checkpoint='checkpoints/cloformer-s.pth')),
     # CloFormer-S stage widths.
     neck=dict(in_channels=[64, 128, 224, 448]))
-
-# AdamW lr 1e-4, wd 1e-4 for 16 images per iteration (8 GPUs x 2);
-# 1x schedule (12 epochs, steps at 8 and 11, 500-iter warmup) from the base.
-optim_wrapper = dict(
-    optimizer=dict(_delete_=True, type='AdamW', lr=1e-4, weight_decay=1e-4))
-auto_scale_lr = dict(enable=False, base_batch_size=16)

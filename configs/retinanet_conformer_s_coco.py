@@ -1,14 +1,11 @@
 # RetinaNet + FPN with a Conformer-S/32 backbone, COCO, 1x schedule. The
 # official code reports Faster/Mask R-CNN and PAA, not RetinaNet: this is the
-# official detection recipe (AdamW lr 1e-4, wd 1e-4, 1344x800, frozen BN
-# statistics and stem) on mmdet's RetinaNet 1x.
-_base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
-
-custom_imports = dict(imports=['mmhybrid'], allow_failed_imports=False)
+# official detection recipe (AdamW lr 1e-4, wd 1e-4 on every parameter: the
+# base's; 1344x800, frozen BN statistics and stem) on mmdet's RetinaNet 1x.
+_base_ = './_base_/retinanet_coco.py'
 
 model = dict(
     backbone=dict(
-        _delete_=True,
         type='mmhybrid.Conformer',
         arch='small_p32',
         drop_path_rate=0.0,
@@ -44,10 +41,3 @@ test_pipeline = [
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
-
-# AdamW lr 1e-4, wd 1e-4 on every parameter, for 16 images per iteration
-# (8 GPUs x 2); 1x schedule (12 epochs, steps at 8 and 11, 500-iter warmup)
-# from the base.
-optim_wrapper = dict(
-    optimizer=dict(_delete_=True, type='AdamW', lr=1e-4, weight_decay=1e-4))
-auto_scale_lr = dict(enable=False, base_batch_size=16)

@@ -3,13 +3,10 @@
 # is the backbone's ConvNeXt-T dense recipe (drop path 0.4, AdamW lr 1e-4,
 # wd 0.05, layer-wise lr decay 0.95, no decay on norms, biases and layer
 # scales) on mmdet's RetinaNet 1x.
-_base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
-
-custom_imports = dict(imports=['mmhybrid'], allow_failed_imports=False)
+_base_ = './_base_/retinanet_coco.py'
 
 model = dict(
     backbone=dict(
-        _delete_=True,
         type='mmhybrid.Conv2Former',
         arch='tiny',
         drop_path_rate=0.4,
@@ -25,17 +22,10 @@ model = dict(
     # Conv2Former-T stage widths.
     neck=dict(in_channels=[72, 144, 288, 576]))
 
-# AdamW lr 1e-4, wd 0.05 for 16 images per iteration (8 GPUs x 2), with
-# ConvNeXt-T's detection lr decay (layer-wise 0.95 over 6 layer ids) and no
-# weight decay on 1-D parameters (norms, biases, layer scales);
-# 1x schedule (12 epochs, steps at 8 and 11, 500-iter warmup) from the base.
+# AdamW wd 0.05 (lr 1e-4 and the 1x schedule from the base) with ConvNeXt-T's
+# detection lr decay (layer-wise 0.95 over 6 layer ids) and no weight decay on
+# 1-D parameters (norms, biases, layer scales).
 optim_wrapper = dict(
-    optimizer=dict(
-        _delete_=True,
-        type='AdamW',
-        lr=1e-4,
-        betas=(0.9, 0.999),
-        weight_decay=0.05),
+    optimizer=dict(betas=(0.9, 0.999), weight_decay=0.05),
     constructor='mmhybrid.LayerDecayOptimizerConstructor',
     paramwise_cfg=dict(decay_rate=0.95, decay_type='layer_wise', num_layers=6))
-auto_scale_lr = dict(enable=False, base_batch_size=16)

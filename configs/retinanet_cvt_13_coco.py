@@ -4,13 +4,10 @@
 # Mask R-CNN 1x (AdamW lr 1e-4, wd 0.05) with the official CvT no-decay rule
 # (BatchNorm, LayerNorm, biases and the class token), single-scale 1333x800,
 # batch 16, 1x.
-_base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
-
-custom_imports = dict(imports=['mmhybrid'], allow_failed_imports=False)
+_base_ = './_base_/retinanet_coco.py'
 
 model = dict(
     backbone=dict(
-        _delete_=True,
         type='mmhybrid.CvT',
         arch='13',
         # official ImageNet setting: a linear ramp to 0.1 in the last stage only
@@ -28,19 +25,12 @@ model = dict(
     # reads strides 8-32 (start_level=1) and adds P6/P7 from the 768 map.
     neck=dict(in_channels=[64, 192, 384, 768]))
 
-# AdamW lr 1e-4, wd 0.05 for 16 images per iteration (8 GPUs x 2); no weight
-# decay on norms (BatchNorm and LayerNorm), biases and the class token, the
-# rule of the official CvT training code. 1x schedule (12 epochs, steps at 8
-# and 11, 500-iter warmup) from the base.
+# AdamW wd 0.05 (lr 1e-4 and the 1x schedule from the base); no weight decay
+# on norms (BatchNorm and LayerNorm), biases and the class token, the rule of
+# the official CvT training code.
 optim_wrapper = dict(
-    optimizer=dict(
-        _delete_=True,
-        type='AdamW',
-        lr=1e-4,
-        betas=(0.9, 0.999),
-        weight_decay=0.05),
+    optimizer=dict(betas=(0.9, 0.999), weight_decay=0.05),
     paramwise_cfg=dict(
         norm_decay_mult=0.,
         bias_decay_mult=0.,
         custom_keys={'cls_token': dict(decay_mult=0.)}))
-auto_scale_lr = dict(enable=False, base_batch_size=16)

@@ -1,22 +1,12 @@
 # UperNet with a CloFormer-S backbone, ADE20K, 160k iters, 512x512 crops.
 # CloFormer (Fan et al., 2023) has no published segmentation result and no
 # official dense recipe: this is Swin's UperNet recipe (AdamW lr 6e-5,
-# wd 0.01, no decay on the backbone's norms, 1500-iter warmup, poly).
-_base_ = [
-    'mmseg::_base_/models/upernet_r50.py',
-    'mmseg::_base_/datasets/ade20k.py',
-    'mmseg::_base_/default_runtime.py',
-    'mmseg::_base_/schedules/schedule_160k.py',
-]
+# wd 0.01, 1500-iter warmup, poly: the base's) with no decay on the
+# backbone's norms.
+_base_ = './_base_/upernet_ade20k.py'
 
-custom_imports = dict(imports=['mmhybrid'], allow_failed_imports=False)
-
-crop_size = (512, 512)
 model = dict(
-    pretrained=None,  # the base names a ResNet checkpoint here
-    data_preprocessor=dict(size=crop_size),
     backbone=dict(
-        _delete_=True,
         type='mmhybrid.CloFormer',
         arch='s',
         drop_path_rate=0.1,
@@ -32,32 +22,17 @@ model = dict(
         init_cfg=dict(
             type='Pretrained', checkpoint='checkpoints/cloformer-s.pth')),
     # CloFormer-S stage widths; the auxiliary head reads stage 3.
-    decode_head=dict(in_channels=[64, 128, 224, 448], num_classes=150),
-    auxiliary_head=dict(in_channels=224, num_classes=150))
+    decode_head=dict(in_channels=[64, 128, 224, 448]),
+    auxiliary_head=dict(in_channels=224))
 
-# AdamW lr 6e-5, wd 0.01 for 16 images per iteration (8 GPUs x 2). No weight
-# decay on the backbone's normalisation layers: the GroupNorms (norm1, norm2,
-# patch_embed.layernorm, all named '*norm*') and the BatchNorms of the stem
-# (patch_embed.convK.conv.1) and of the downsampling shortcuts
+# No weight decay on the backbone's normalisation layers: the GroupNorms
+# (norm1, norm2, patch_embed.layernorm, all named '*norm*') and the BatchNorms
+# of the stem (patch_embed.convK.conv.1) and of the downsampling shortcuts
 # (downsample.1). The heads keep their decay.
 optim_wrapper = dict(
-    _delete_=True,
-    type='OptimWrapper',
-    optimizer=dict(
-        type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.01),
     paramwise_cfg=dict(
         custom_keys={
             'norm': dict(decay_mult=0.),
             '.conv.1.': dict(decay_mult=0.),
             '.downsample.1.': dict(decay_mult=0.),
         }))
-
-# Linear warmup over 1500 iterations, then poly decay (power 1) to 0 at 160k.
-param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0,
-         end=1500),
-    dict(type='PolyLR', eta_min=0.0, power=1.0, by_epoch=False, begin=1500,
-         end=160000),
-]
-
-train_dataloader = dict(batch_size=2)
