@@ -1,4 +1,5 @@
-"""CloFormer behaviour beyond the parity fixtures: variants, sizes, attention, checkpoints, options, state."""
+"""CloFormer behaviour beyond the parity fixtures and the contract suite (test_backbone_base.py):
+variants, outputs, attention, the fused inference path, checkpoints, norm layers, initialisation."""
 import math
 
 import pytest
@@ -46,8 +47,9 @@ def test_parameter_counts_with_the_official_head_equal_the_official_models(arch,
 
 
 def test_variants_aliases_and_custom_dicts():
-    assert CloFormer(arch='XS').out_channels == [48, 96, 160, 352]
-    assert CloFormer(arch='small').out_channels == [64, 128, 224, 448]
+    with torch.device('meta'):
+        assert CloFormer(arch='XS').out_channels == [48, 96, 160, 352]
+        assert CloFormer(arch='small').out_channels == [64, 128, 224, 448]
     model = CloFormer(arch=dict(TINY, kernel_sizes=((5, 3), 3, 3, 3), pool_sizes=4, mlp_kernel_sizes=(3, 3, 5, 5),
                                 group_splits=((1, 0, 1), (1, 1), (2, 1), (1, 3))))
     attn = model.layers[0].blocks[0].attn
@@ -77,18 +79,8 @@ def test_unknown_arch_lists_the_valid_names():
 
 
 # --------------------------------------------------------------------------------------
-# Input sizes, outputs
+# Outputs
 # --------------------------------------------------------------------------------------
-@pytest.mark.parametrize('hw', [(64, 64), (65, 97), (70, 90), (33, 250), (200, 41), (1, 3)])
-def test_any_input_size_gives_ceil_strides(hw):
-    model = CloFormer(arch=TINY).eval()
-    with torch.no_grad():
-        outs = model(torch.randn(1, 3, *hw))
-    for out, stride, ch in zip(outs, (4, 8, 16, 32), TINY_WIDTHS):
-        assert out.shape == (1, ch, math.ceil(hw[0] / stride), math.ceil(hw[1] / stride))
-        assert out.is_contiguous() and torch.isfinite(out).all()
-
-
 def test_outputs_are_the_attention_residual_of_each_downsampling_block_and_the_last_stage_output():
     model = CloFormer(arch=TINY).eval()
     x = torch.randn(1, 3, 96, 64)
@@ -104,36 +96,6 @@ def test_outputs_are_the_attention_residual_of_each_downsampling_block_and_the_l
     assert [o.shape[1] for o in outs] == [16, 32, 48, 64]
     for out, ref in zip(outs, expected):
         torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
-
-
-def test_out_indices_subset_returns_the_chosen_stages_in_stage_order():
-    model = CloFormer(arch=TINY, out_indices=(-1, 1)).eval()
-    assert model.out_indices == (1, 3) and model.out_channels == [32, 64]   # stage order, as the maps
-    with torch.no_grad():
-        outs = model(torch.randn(1, 3, 64, 64))
-    assert [o.shape[1] for o in outs] == [32, 64]
-
-
-def test_batch_items_are_independent():
-    """GroupNorm(1, C) normalises each image on its own."""
-    model = CloFormer(arch=TINY).eval()
-    x = torch.randn(3, 3, 72, 104)
-    with torch.no_grad():
-        both, single = model(x), model(x[1:2])
-    for a, b in zip(both, single):
-        torch.testing.assert_close(a[1:2], b, rtol=1e-5, atol=1e-5)
-
-
-def test_forward_leaves_the_module_state_unchanged():
-    model = CloFormer(arch=TINY).eval()
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    attrs = {n: dict(vars(m)) for n, m in model.named_modules()}
-    with torch.no_grad():
-        model(torch.randn(1, 3, 40, 56))
-        model(torch.randn(2, 3, 96, 72))
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    assert {n: dict(vars(m)) for n, m in model.named_modules()}.keys() == attrs.keys()
-    assert all(vars(m).keys() == attrs[n].keys() for n, m in model.named_modules())
 
 
 # --------------------------------------------------------------------------------------
@@ -309,14 +271,8 @@ def test_checkpoint_of_another_variant_is_refused_naming_the_keys():
         load_state_dict_checked(CloFormer(arch=TINY), deeper)
 
 
-def test_wrong_channel_count_is_refused():
-    with pytest.raises(ValueError, match='expects 3 input channels'):
-        CloFormer(arch=TINY)(torch.randn(1, 4, 32, 32))
-    assert CloFormer(arch=TINY, in_channels=1).eval()(torch.randn(1, 1, 32, 32))[0].shape == (1, 16, 8, 8)
-
-
 # --------------------------------------------------------------------------------------
-# Norm layers and training state
+# Norm layers, stochastic depth, initialisation
 # --------------------------------------------------------------------------------------
 def test_norm_layers_default_to_batchnorm_and_follow_norm_cfg():
     model = CloFormer(arch=TINY)
@@ -329,57 +285,9 @@ def test_norm_layers_default_to_batchnorm_and_follow_norm_cfg():
     assert sync.state_dict().keys() == model.state_dict().keys()
 
 
-def test_norm_eval_keeps_the_batchnorm_statistics_but_trains_the_rest():
-    model = CloFormer(arch=TINY, norm_eval=True, drop_path_rate=0.5).train()
-    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    before = [bn.running_var.clone() for bn in bns]
-    model(torch.randn(2, 3, 32, 32))
-    assert not any(bn.training for bn in bns)
-    assert all(torch.equal(bn.running_var, b) for bn, b in zip(bns, before))
-    assert model.layers[1].blocks[1].drop_path.training and all(p.requires_grad for p in model.parameters())
-
-
-@pytest.mark.parametrize('frozen', [-1, 0, 1, 4])
-def test_frozen_stages_freeze_the_stem_then_whole_stages(frozen):
-    model = CloFormer(arch=TINY, frozen_stages=frozen).train()
-    parts = [model.patch_embed] + list(model.layers)
-    for k, module in enumerate(parts):
-        frozen_part = k <= frozen
-        assert all(p.requires_grad != frozen_part for p in module.parameters())
-        assert all(sub.training != frozen_part for sub in module.modules())
-    stem_bn = model.patch_embed.conv2.conv[1]
-    before = stem_bn.running_mean.clone()
-    model(torch.randn(2, 3, 32, 32))
-    assert torch.equal(stem_bn.running_mean, before) is (frozen >= 0)
-
-
-def test_with_cp_gives_the_same_outputs_and_gradients():
-    x = torch.randn(2, 3, 40, 56)
-    plain = CloFormer(arch=TINY, drop_path_rate=0.0)
-    cp = CloFormer(arch=TINY, drop_path_rate=0.0, with_cp=True)
-    cp.load_state_dict(plain.state_dict())
-    grads, outs = [], []
-    for model in (plain, cp):
-        model.train()
-        out = model(x)
-        sum(o.square().mean() for o in out).backward()
-        outs.append([o.detach() for o in out])
-        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
-    for a, b in zip(*outs):
-        torch.testing.assert_close(a, b)
-    for name in ('patch_embed.conv1.conv.0.weight', 'layers.1.blocks.1.attn.act_blocks.0.act_block.2.weight',
-                 'layers.2.blocks.0.attn.global_kv.weight', 'layers.2.blocks.0.downsample.0.weight'):
-        torch.testing.assert_close(grads[0][name], grads[1][name])
-
-
-def test_training_step_reaches_every_parameter():
-    model = CloFormer(arch=TINY).train()
-    sum(o.mean() for o in model(torch.randn(2, 3, 40, 56))).backward()
-    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
-
-
 def test_drop_path_rises_linearly_over_all_blocks():
-    model = CloFormer(arch='s', drop_path_rate=0.3)
+    with torch.device('meta'):
+        model = CloFormer(arch='s', drop_path_rate=0.3)
     rates = [getattr(b.drop_path, 'drop_prob', 0.0) for layer in model.layers for b in layer.blocks]
     assert rates == pytest.approx([0.3 * i / 11 for i in range(12)])
 
@@ -395,10 +303,3 @@ def test_default_init_is_the_official_pytorch_default():
     fc1 = block.mlp.fc1.weight
     assert fc1.abs().max() <= 1 / math.sqrt(32) and fc1.std() > 0.5 / math.sqrt(3 * 32)  # kaiming_uniform(a=sqrt 5)
     assert torch.equal(model.patch_embed.conv1.conv[1].weight, torch.ones(8))
-
-
-def test_bfloat16_autocast_forward_runs():
-    model = CloFormer(arch=TINY).eval()
-    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
-        outs = model(torch.randn(1, 3, 72, 100))
-    assert all(torch.isfinite(o.float()).all() for o in outs)

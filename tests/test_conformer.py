@@ -1,4 +1,5 @@
-"""Conformer behaviour beyond the parity fixtures: variants, sizes, fast paths, checkpoints, state."""
+"""Conformer behaviour beyond the parity fixtures and the contract suite (test_backbone_base.py):
+variants, fast paths, patch sizes and tokens, checkpoints, stage layout, initialisation."""
 import math
 
 import pytest
@@ -84,8 +85,8 @@ def test_parameter_counts_equal_the_official_ones(arch, backbone, with_heads):
 
 
 def test_variants_aliases_and_custom_dicts():
-    assert Conformer(arch='s32').patch_size == 32 and Conformer(arch='S').patch_size == 16
     with torch.device('meta'):
+        assert Conformer(arch='s32').patch_size == 32 and Conformer(arch='S').patch_size == 16
         assert Conformer(arch='b').out_channels == [384, 768, 1536, 1536]
         assert Conformer(arch='tiny').out_channels == [64, 128, 256, 256]
     model = Conformer(arch=TINY, out_indices=(0, 1, 2, 3))
@@ -170,21 +171,22 @@ def test_fcu_up_projects_normalises_and_activates_on_the_token_grid(train_bn):
 
 
 # --------------------------------------------------------------------------------------
-# Input sizes, tokens
+# Patch sizes, tokens
 # --------------------------------------------------------------------------------------
-@pytest.mark.parametrize('arch', [TINY, TINY_P32])
-@pytest.mark.parametrize('hw', [(64, 64), (65, 97), (70, 90), (33, 250), (200, 41), (1, 3)])
-def test_any_input_size_gives_ceil_strides(arch, hw):
-    """The official code needs ceil(H / 4) to be a multiple of patch / 4; here every size runs."""
+@pytest.mark.parametrize('arch', [TINY, TINY_P32], ids=['p16', 'p32'])
+def test_any_input_size_runs_at_either_patch_size_with_a_ceil_token_grid(arch):
+    """The official code needs ceil(H / 4) to be a multiple of patch / 4; here every size runs, the
+    maps at ceil strides (patch 16: the contract suite) and the tokens on a ceil(H / patch) grid."""
     model = Conformer(arch=arch, with_tokens=True).eval()
-    with torch.no_grad():
-        *maps, (patches, cls) = model(torch.randn(1, 3, *hw))
-    for out, stride, ch in zip(maps, (4, 8, 16, 32), (16, 32, 64, 64)):
-        assert out.shape == (1, ch, math.ceil(hw[0] / stride), math.ceil(hw[1] / stride))
-        assert out.is_contiguous() and torch.isfinite(out).all()
     patch = arch['patch_size']
-    assert patches.shape == (1, 32, math.ceil(hw[0] / patch), math.ceil(hw[1] / patch))
-    assert cls.shape == (1, 32)
+    with torch.no_grad():
+        for hw in [(64, 64), (70, 90), (65, 97), (33, 250), (200, 41), (1, 3)]:
+            *maps, (patches, cls) = model(torch.randn(1, 3, *hw))
+            assert [tuple(o.shape) for o in maps] == [(1, ch, math.ceil(hw[0] / s), math.ceil(hw[1] / s))
+                                                      for s, ch in zip((4, 8, 16, 32), (16, 32, 64, 64))], hw
+            assert all(torch.isfinite(o).all() for o in maps), hw
+            assert patches.shape == (1, 32, math.ceil(hw[0] / patch), math.ceil(hw[1] / patch)), hw
+            assert cls.shape == (1, 32)
 
 
 def test_returned_tokens_are_the_last_transformer_output_and_the_class_token_enters_doubled():
@@ -199,28 +201,6 @@ def test_returned_tokens_are_the_last_transformer_output_and_the_class_token_ent
     torch.testing.assert_close(cls, seen['last'][:, 0])
     # row-major token order: token 1 + r * 6 + c is grid cell (r, c)
     torch.testing.assert_close(patches[:, :, 2, 5], seen['last'][:, 1 + 2 * 6 + 5])
-
-
-def test_batch_items_are_independent():
-    model = randomize(Conformer(arch=TINY)).eval()
-    x = torch.randn(2, 3, 72, 104)
-    with torch.no_grad():
-        both, single = model(x), model(x[1:])
-    for a, b in zip(both, single):
-        torch.testing.assert_close(a[1:], b, rtol=1e-5, atol=1e-5)
-
-
-def test_out_indices_subset_returns_the_chosen_stages_in_stage_order():
-    model = Conformer(arch=TINY, out_indices=(-1, 1)).eval()
-    assert model.out_indices == (1, 3) and model.out_channels == [32, 64]   # stage order, as the maps
-    with torch.no_grad():
-        outs = model(torch.randn(1, 3, 64, 64))
-    assert [tuple(o.shape[1:]) for o in outs] == [(32, 8, 8), (64, 2, 2)]   # stage order
-
-
-def test_wrong_channel_count_is_refused():
-    with pytest.raises(ValueError, match='expects 3 input channels'):
-        Conformer(arch=TINY)(torch.randn(1, 4, 32, 32))
 
 
 # --------------------------------------------------------------------------------------
@@ -272,79 +252,23 @@ def test_checkpoint_of_another_patch_size_is_refused_naming_the_shapes():
 
 
 # --------------------------------------------------------------------------------------
-# Training state: norm_eval, frozen stages, with_cp
+# Stage layout, stochastic depth, initialisation
 # --------------------------------------------------------------------------------------
-def test_random_batchnorm_statistics_train_until_weights_are_loaded_then_stay_fixed():
-    """The default norm_eval=None: trained from scratch, BN learns its statistics (the
-    initial 0/1 ones would blow the losses up); once weights are loaded, the official
-    recipe's frozen statistics apply."""
-    model = Conformer(arch=TINY).train()
-    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    assert model.norm_eval is False and all(bn.training for bn in bns)
-    model.load_state_dict(Conformer(arch=TINY).state_dict())
-    model.train()
-    before = [bn.running_mean.clone() for bn in bns]
-    out = model(torch.randn(2, 3, 64, 64))
-    sum(o.mean() for o in out).backward()
-    assert model.norm_eval and not any(bn.training for bn in bns)
-    assert all(torch.equal(bn.running_mean, b) for bn, b in zip(bns, before))
-    assert all(bn.weight.grad is not None for bn in bns)   # the affine parameters still learn
-
-
-def test_norm_eval_off_trains_the_batchnorm_statistics():
-    model = Conformer(arch=TINY, norm_eval=False).train()
-    bn = model.conv_trans_3.fusion_block.bn2
-    before = bn.running_mean.clone()
-    model(torch.randn(2, 3, 64, 64))
-    assert bn.training and not torch.equal(bn.running_mean, before)
-
-
-@pytest.mark.parametrize('frozen', [-1, 0, 1, 2, 4])
-def test_frozen_stages_freeze_the_stem_then_whole_stages_with_the_class_token(frozen):
-    model = Conformer(arch=TINY, frozen_stages=frozen, norm_eval=False).train()
-    parts = [[model.conv1, model.bn1],
-             [model.conv_1, model.trans_patch_conv, model.trans_1, model.conv_trans_2],
-             [model.conv_trans_3, model.conv_trans_4], [model.conv_trans_5], [model.conv_trans_6]]
-    for k, modules in enumerate(parts):
-        frozen_part = k <= frozen
-        for m in modules:
-            assert all(p.requires_grad != frozen_part for p in m.parameters())
-            assert all(sub.training != frozen_part for sub in m.modules())
-    assert model.cls_token.requires_grad == (frozen < 1)
-
-
-def test_with_cp_gives_the_same_outputs_and_gradients():
-    x = torch.randn(2, 3, 48, 80)
-    plain = randomize(Conformer(arch=TINY, norm_eval=True))
-    cp = Conformer(arch=TINY, with_cp=True, norm_eval=True)
-    cp.load_state_dict(plain.state_dict())
-    grads, outs = [], []
-    for model in (plain, cp):
-        model.train()
-        out = model(x)
-        sum((o * torch.linspace(-1, 1, o.numel()).view_as(o)).mean() for o in out).backward()
-        outs.append([o.detach() for o in out])
-        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
-    for a, b in zip(*outs):
-        torch.testing.assert_close(a, b)
-    for name in grads[0]:
-        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-4, atol=1e-6)
-
-
-@pytest.mark.parametrize('norm_eval', [True, False])
-def test_training_step_reaches_every_parameter_and_keeps_the_weights(norm_eval):
-    model = Conformer(arch=TINY, norm_eval=norm_eval, with_tokens=True).train()
-    weights = {k: v.clone() for k, v in model.state_dict().items()
-               if not k.endswith(('running_mean', 'running_var', 'num_batches_tracked'))}
-    *maps, (patches, cls) = model(torch.randn(2, 3, 64, 96))
-    (sum(o.mean() for o in maps) + patches.mean() + cls.mean()).backward()
-    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
-    # forward writes nothing into the module (BN folding computes new tensors)
-    assert all(torch.equal(model.state_dict()[k], v) for k, v in weights.items())
+def test_stage_0_holds_the_patch_embedding_the_first_transformer_block_and_the_class_token():
+    """What frozen_stages freezes (the stem is conv1 + bn1); the class token, a parameter outside
+    the stage modules, is frozen with stage 0 and stays so in training."""
+    model = Conformer(arch=TINY, frozen_stages=1).train()
+    assert model.stem_modules() == [model.conv1, model.bn1]
+    assert [list(s) for s in model.stage_modules()] == [
+        [model.conv_1, model.trans_patch_conv, model.trans_1, model.conv_trans_2],
+        [model.conv_trans_3, model.conv_trans_4], [model.conv_trans_5], [model.conv_trans_6]]
+    assert not model.cls_token.requires_grad and not model.trans_1.training
+    assert Conformer(arch=TINY, frozen_stages=0).cls_token.requires_grad
 
 
 def test_drop_path_rises_linearly_over_the_transformer_blocks_only():
-    model = Conformer(arch='tiny', drop_path_rate=0.3)
+    with torch.device('meta'):
+        model = Conformer(arch='tiny', drop_path_rate=0.3)
     rates = [model.trans_1.drop_path.drop_prob] + [b.trans_block.drop_path.drop_prob for b in model.blocks()]
     assert rates == pytest.approx([0.3 * i / 11 for i in range(12)])
     assert not any(hasattr(m, 'drop_prob') for b in model.blocks() for m in b.cnn_block.modules())
@@ -359,10 +283,3 @@ def test_default_init_is_the_official_one():
     conv = model.conv_trans_4.cnn_block.conv3   # kaiming fan-out: std sqrt(2 / 32)
     assert conv.weight.std().item() == pytest.approx(math.sqrt(2 / 32), rel=0.15)
     assert 0.005 < model.cls_token.std().item() < 0.05
-
-
-def test_bfloat16_autocast_forward_runs():
-    model = Conformer(arch=TINY).eval()
-    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
-        outs = model(torch.randn(1, 3, 72, 100))
-    assert all(torch.isfinite(o.float()).all() for o in outs)

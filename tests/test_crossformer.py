@@ -1,6 +1,5 @@
-"""CrossFormer behaviour beyond the parity fixtures: sizes, variants, options, state."""
-import math
-
+"""CrossFormer behaviour beyond the parity fixtures and the contract suite (test_backbone_base.py):
+variants, grouped attention, LDA modes, per-stage options."""
 import pytest
 import torch
 
@@ -13,27 +12,20 @@ TINY = dict(embed_dims=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8))
 @pytest.mark.parametrize('arch,params', [('tiny', 27.263), ('small', 29.887), ('base', 51.201),
                                          ('large', 90.944)])
 def test_parameter_counts_equal_the_official_dense_backbones(arch, params):
-    model = CrossFormer(arch=arch)
+    with torch.device('meta'):   # counts only; nothing allocated
+        model = CrossFormer(arch=arch)
     assert round(sum(p.numel() for p in model.parameters()) / 1e6, 3) == params
 
 
 def test_aliases_name_the_same_architecture():
-    assert CrossFormer(arch='s').out_channels == CrossFormer(arch='small').out_channels == [96, 192, 384, 768]
-    assert CrossFormer(arch='L').out_channels == [128, 256, 512, 1024]
+    with torch.device('meta'):
+        assert CrossFormer(arch='s').out_channels == CrossFormer(arch='small').out_channels == [96, 192, 384, 768]
+        assert CrossFormer(arch='L').out_channels == [128, 256, 512, 1024]
 
 
-@pytest.mark.parametrize('hw', [(64, 64), (65, 97), (112, 137), (33, 250), (200, 41)])
-def test_any_input_size_gives_ceil_strides(hw):
-    model = CrossFormer(arch=TINY).eval()
-    with torch.no_grad():
-        outs = model(torch.randn(1, 3, *hw))
-    for out, stride, ch in zip(outs, (4, 8, 16, 32), (32, 64, 128, 256)):
-        assert out.shape == (1, ch, math.ceil(hw[0] / stride), math.ceil(hw[1] / stride))
-        assert torch.isfinite(out).all()
-
-
-def test_output_does_not_depend_on_earlier_calls():
-    """The official code writes the small-map rule into the module; this one must not."""
+def test_the_small_map_rule_is_not_written_into_the_module():
+    """The official code writes the small-map rule (maps at or below the group size) into the module;
+    this one must not: a large input after a small one gives the same maps, and no cache is a buffer."""
     model = CrossFormer(arch=TINY).eval()
     big, small = torch.randn(1, 3, 256, 320), torch.randn(1, 3, 96, 128)
     with torch.no_grad():
@@ -43,16 +35,6 @@ def test_output_does_not_depend_on_earlier_calls():
     for a, b in zip(before, after):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert all(not name.startswith('_') for name, _ in model.named_buffers())
-
-
-def test_batch_items_are_independent():
-    model = CrossFormer(arch=TINY).eval()
-    x = torch.randn(2, 3, 96, 160)
-    with torch.no_grad():
-        both = model(x)
-        single = model(x[1:])
-    for a, b in zip(both, single):
-        torch.testing.assert_close(a[1:], b, rtol=1e-4, atol=1e-4)
 
 
 def _masked_group_attention(attn: GroupAttention, x: torch.Tensor, grouping: Grouping) -> torch.Tensor:
@@ -129,33 +111,8 @@ def test_group_size_and_interval_are_configurable_per_stage():
 
 
 def test_drop_path_rises_linearly_over_all_blocks():
-    model = CrossFormer(arch='small', drop_path_rate=0.2)
+    with torch.device('meta'):
+        model = CrossFormer(arch='small', drop_path_rate=0.2)
     rates = [getattr(b.drop_path, 'drop_prob', 0.0) for s in model.layers for b in s.blocks]
     assert rates[0] == 0.0 and rates[-1] == pytest.approx(0.2)
     assert rates == pytest.approx([0.2 * i / 11 for i in range(12)])
-
-
-def test_with_cp_gives_the_same_outputs_and_gradients():
-    x = torch.randn(1, 3, 96, 128)
-    plain = CrossFormer(arch=TINY, drop_path_rate=0.0)
-    cp = CrossFormer(arch=TINY, drop_path_rate=0.0, with_cp=True)
-    cp.load_state_dict(plain.state_dict())
-    grads = []
-    for model in (plain, cp):
-        model.train()
-        sum(o.square().mean() for o in model(x)).backward()
-        grads.append(model.layers[1].blocks[0].attn.qkv.weight.grad.clone())
-    torch.testing.assert_close(grads[0], grads[1])
-
-
-def test_training_step_reaches_every_parameter():
-    model = CrossFormer(arch=TINY).train()
-    sum(o.mean() for o in model(torch.randn(2, 3, 64, 96))).backward()
-    assert all(p.grad is not None for p in model.parameters())
-
-
-def test_bfloat16_autocast_forward_runs():
-    model = CrossFormer(arch=TINY).eval()
-    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
-        outs = model(torch.randn(1, 3, 72, 100))
-    assert all(torch.isfinite(o.float()).all() for o in outs)

@@ -1,4 +1,5 @@
-"""CvT behaviour beyond the parity fixtures: variants, attention, sizes, stride-32 level, checkpoints, state."""
+"""CvT behaviour beyond the parity fixtures and the contract suite (test_backbone_base.py):
+variants, attention, tokens, the stride-32 level, checkpoints, stage layout, initialisation."""
 import math
 from pathlib import Path
 
@@ -98,7 +99,8 @@ def test_parameter_counts_equal_the_official_models(arch, backbone, with_head):
 
 
 def test_names_aliases_ints_and_custom_dicts():
-    assert CvT(arch=13).out_channels == CvT(arch='CvT-13').out_channels == [64, 192, 384]
+    with torch.device('meta'):
+        assert CvT(arch=13).out_channels == CvT(arch='CvT-13').out_channels == [64, 192, 384]
     assert CvT(arch=dict(TINY, mlp_ratio=2)).stage2.blocks[0].mlp.fc1.out_features == 96
     assert CvT(arch=dict(TINY, cls_token=False)).stage2.cls_token is None
     assert CvT(arch=TINY).stage2.cls_token.shape == (1, 1, 48)
@@ -209,17 +211,25 @@ def test_get_flops_counts_the_attention():
 
 
 # --------------------------------------------------------------------------------------
-# Sizes, stride-32 level, out_indices
+# The stride-32 level
 # --------------------------------------------------------------------------------------
-@pytest.mark.parametrize('hw', [(64, 64), (65, 97), (70, 90), (33, 250), (200, 41), (1, 3)])
-def test_any_input_size_gives_ceil_strides_with_the_stride_32_level(hw):
+def test_stride_32_level_gives_ceil_maps_at_any_size_and_trains():
+    """The contract suite runs the official three levels; the added level at odd sizes, under bf16
+    autocast, and in a training step, which reaches its parameters too."""
     model = CvT(arch=TINY, extra_stage=True).eval()
     assert model.out_channels == [16, 32, 48, 96] and model.out_strides == [4, 8, 16, 32]
     with torch.no_grad():
-        outs = model(torch.randn(1, 3, *hw))
-    for out, stride, ch in zip(outs, (4, 8, 16, 32), (16, 32, 48, 96)):
-        assert out.shape == (1, ch, math.ceil(hw[0] / stride), math.ceil(hw[1] / stride))
-        assert out.is_contiguous() and torch.isfinite(out).all()
+        for hw in [(64, 64), (65, 97), (70, 90), (33, 250), (200, 41), (1, 3)]:
+            outs = model(torch.randn(1, 3, *hw))
+            assert [tuple(o.shape) for o in outs] == [(1, ch, math.ceil(hw[0] / s), math.ceil(hw[1] / s))
+                                                      for s, ch in zip((4, 8, 16, 32), (16, 32, 48, 96))], hw
+            assert all(o.is_contiguous() and torch.isfinite(o).all() for o in outs), hw
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            assert {(o.dtype, bool(torch.isfinite(o).all())) for o in model(torch.randn(1, 3, 70, 90))} == {
+                (torch.bfloat16, True)}
+    model.train()
+    sum((o * torch.linspace(-1, 1, o.numel()).view_as(o)).mean() for o in model(torch.randn(1, 3, 70, 90))).backward()
+    assert [n for n, p in model.named_parameters() if p.grad is None] == []
 
 
 def test_stride_32_level_is_optional_and_its_width_configurable():
@@ -234,34 +244,6 @@ def test_stride_32_level_is_optional_and_its_width_configurable():
     with torch.no_grad():
         for a, b in zip(plain.eval()(x), wide.eval()(x)):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
-
-
-def test_batch_items_are_independent():
-    model = CvT(arch=TINY, extra_stage=True).eval()
-    x = torch.randn(2, 3, 52, 76)
-    with torch.no_grad():
-        both, single = model(x), model(x[1:])
-    for a, b in zip(both, single):
-        torch.testing.assert_close(a[1:], b, rtol=1e-5, atol=1e-5)
-
-
-def test_out_indices_subset_and_negative_indices():
-    model = CvT(arch=TINY, extra_stage=True, out_indices=(-1, 1)).eval()
-    assert model.out_indices == (1, 3) and model.out_channels == [32, 96]   # stage order, as the maps
-    with torch.no_grad():
-        outs = model(torch.randn(1, 3, 64, 64))
-    assert [o.shape[1] for o in outs] == [32, 96]   # stage order
-    assert CvT(arch=TINY, out_indices=(0, 1)).out_strides == [4, 8]
-    with pytest.raises(ValueError, match='out of range for 3 stages'):
-        CvT(arch=TINY, out_indices=(3, ))
-
-
-def test_bad_inputs_are_refused_clearly():
-    model = CvT(arch=TINY)
-    with pytest.raises(ValueError, match='expects 3 input channels'):
-        model(torch.randn(1, 4, 32, 32))
-    with pytest.raises(ValueError, match='4D NCHW'):
-        model(torch.randn(3, 32, 32))
 
 
 # --------------------------------------------------------------------------------------
@@ -332,10 +314,23 @@ def test_init_cfg_loads_an_official_file_and_keeps_the_new_stride_32_level(tmp_p
 
 
 # --------------------------------------------------------------------------------------
-# Training state: stochastic depth, norm_eval, frozen stages, with_cp
+# Stage layout, stochastic depth, initialisation
 # --------------------------------------------------------------------------------------
+def test_the_stem_is_the_stride_4_embedding_and_the_stride_32_level_a_fourth_stage():
+    """What frozen_stages freezes: 0 the stride-4 patch embedding only (stage 0's blocks train),
+    4 with the added level everything, the last stage's class token included."""
+    model = CvT(arch=TINY, extra_stage=True, frozen_stages=0)
+    assert model.stem_modules() == [model.stage0.patch_embed]
+    assert model.stage_modules() == [model.stage0, model.stage1, model.stage2, model.stage3]
+    assert not any(p.requires_grad for p in model.stage0.patch_embed.parameters())
+    assert all(p.requires_grad for p in model.stage0.blocks.parameters())
+    model = CvT(arch=TINY, extra_stage=True, frozen_stages=4).train()
+    assert not any(p.requires_grad for p in model.parameters()) and not model.stage3.training
+
+
 def test_drop_path_ramps_inside_each_stage():
-    model = CvT(arch='13')   # the official 0.1
+    with torch.device('meta'):
+        model = CvT(arch='13')   # the official 0.1
     rates = [[getattr(b.drop_path, 'drop_prob', 0.0) for b in s.blocks] for s in (model.stage0, model.stage1,
                                                                                    model.stage2)]
     assert rates[0] == [0.0] and rates[1] == [0.0, 0.0]
@@ -350,77 +345,6 @@ def test_drop_path_ramps_inside_each_stage():
         CvT(arch=TINY, drop_path_rate=(0.1, 0.2))
 
 
-def test_loaded_batchnorm_statistics_stay_fixed_while_training_by_default():
-    model = CvT(arch=TINY, extra_stage=True, drop_path_rate=0.0)
-    assert model.norm_eval is False   # random statistics train until weights are loaded
-    randomise_norms(model)
-    model.load_state_dict(model.state_dict())
-    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    before = [bn.running_mean.clone() for bn in bns]
-    x = torch.randn(2, 3, 48, 64)
-    train_out = model.train()(x)
-    assert model.norm_eval and not any(bn.training for bn in bns)
-    assert all(torch.equal(bn.running_mean, b) for bn, b in zip(bns, before))
-    sum(o.mean() for o in train_out).backward()
-    assert all(bn.weight.grad is not None and bn.bias.grad is not None for bn in bns)
-    with torch.no_grad():   # the same normalisation in training and testing
-        for a, b in zip(train_out, model.eval()(x)):
-            torch.testing.assert_close(a.detach(), b, rtol=1e-5, atol=1e-5)
-    batch_stats = CvT(arch=TINY, norm_eval=False).train()
-    batch_stats(x)
-    assert all(m.training and m.num_batches_tracked == 1 for m in batch_stats.modules()
-               if isinstance(m, nn.BatchNorm2d))
-
-
-@pytest.mark.parametrize('frozen', [-1, 0, 1, 3, 4])
-def test_frozen_stages_freeze_the_stride_4_embedding_then_whole_stages(frozen):
-    model = CvT(arch=TINY, extra_stage=True, frozen_stages=frozen, norm_eval=False).train()
-    parts = [model.stage0.patch_embed, model.stage0.blocks, model.stage1, model.stage2, model.stage3]
-    for k, part in enumerate(parts):
-        frozen_part = k <= frozen
-        assert all(p.requires_grad != frozen_part for p in part.parameters()), (k, frozen)
-        assert all(m.training != frozen_part for m in part.modules()), (k, frozen)
-    assert model.stage2.cls_token.requires_grad is (frozen < 3)
-    with pytest.raises(ValueError, match='frozen_stages must be in -1..3'):
-        CvT(arch=TINY, frozen_stages=4)
-
-
-def test_with_cp_gives_the_same_outputs_and_gradients():
-    x = torch.randn(2, 3, 40, 56)
-    plain = CvT(arch=TINY, extra_stage=True, drop_path_rate=0.0, norm_eval=True)
-    cp = CvT(arch=TINY, extra_stage=True, drop_path_rate=0.0, with_cp=True, norm_eval=True)
-    cp.load_state_dict(plain.state_dict())
-    outs, grads = [], []
-    for model in (plain, cp):
-        model.train()
-        out = model(x)
-        sum(o.square().mean() for o in out).backward()
-        outs.append([o.detach() for o in out])
-        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
-    for a, b in zip(*outs):
-        torch.testing.assert_close(a, b)
-    for name in ('stage0.patch_embed.proj.weight', 'stage1.blocks.1.attn.conv_proj_v.conv.weight',
-                 'stage2.cls_token', 'stage2.blocks.0.attn.conv_proj_q.bn.weight'):
-        torch.testing.assert_close(grads[0][name], grads[1][name])
-
-
-def test_training_step_reaches_every_parameter():
-    model = CvT(arch=TINY, extra_stage=True).train()
-    sum(o.mean() for o in model(torch.randn(2, 3, 64, 96))).backward()
-    assert [n for n, p in model.named_parameters() if p.grad is None] == []
-
-
-def test_forward_changes_no_module_state():
-    model = CvT(arch=TINY, extra_stage=True, norm_eval=True)   # (BatchNorm statistics are state)
-    state = {k: v.clone() for k, v in model.state_dict().items()}
-    for mode in (True, False):
-        model.train(mode)
-        with torch.no_grad():
-            model(torch.randn(1, 3, 40, 60))
-            model(torch.randn(1, 3, 72, 52))
-    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
-
-
 def test_default_init_follows_the_official_one():
     model = CvT(arch=TINY)
     model.init_weights()
@@ -429,10 +353,3 @@ def test_default_init_follows_the_official_one():
     assert torch.equal(block.attn.proj_q.bias, torch.zeros(32))
     assert torch.equal(block.attn.conv_proj_k.bn.weight, torch.ones(32))
     assert model.stage2.cls_token.abs().max() > 0
-
-
-def test_bfloat16_autocast_forward_runs():
-    model = CvT(arch=TINY, extra_stage=True).eval()
-    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
-        outs = model(torch.randn(1, 3, 72, 100))
-    assert all(torch.isfinite(o.float()).all() for o in outs)
