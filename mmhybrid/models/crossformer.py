@@ -109,6 +109,19 @@ def block_groupings(height: int, width: int, group: int, interval: int,
 # --------------------------------------------------------------------------------------
 # Dynamic position bias
 # --------------------------------------------------------------------------------------
+def relative_position_tables(gh: int, gw: int, device: torch.device,
+                             dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The tables of :func:`_relative_position_tables`, cached in eager mode only.
+
+    Under a tracer's fake-tensor mode (``torch.export``, ``torch.compile``) the
+    tensors made are placeholders: they are made afresh and never cached, so
+    later eager calls and exports get real tensors.
+    """
+    if torch.compiler.is_compiling() or torch._guards.detect_fake_mode() is not None:
+        return _relative_position_tables.__wrapped__(gh, gw, device, dtype)
+    return _relative_position_tables(gh, gw, device, dtype)
+
+
 @lru_cache(maxsize=128)
 def _relative_position_tables(gh: int, gw: int, device: torch.device,
                               dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -150,7 +163,7 @@ class DynamicPosBias(nn.Module):
         """Bias ``(heads, gh, gw, gh, gw)`` for queries and keys of one group."""
         gh, gw = group_shape
         # the offsets in the MLP's dtype (fp32, fp64, bf16, ...; autocast casts them as usual)
-        offsets, index = _relative_position_tables(gh, gw, device, self.pos_proj.weight.dtype)
+        offsets, index = relative_position_tables(gh, gw, device, self.pos_proj.weight.dtype)
         table = self.pos3(self.pos2(self.pos1(self.pos_proj(offsets))))  # (T, heads)
         return table[index].t().reshape(-1, gh, gw, gh, gw)
 
