@@ -90,20 +90,3 @@ def test_init_cfg_with_a_checkpoint_of_another_arch_fails_clearly(tmp_path):
     missing = CrossFormer(arch=SMALL, init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'nope.pth')))
     with pytest.raises(FileNotFoundError, match='nope.pth'):
         missing.init_weights()
-
-
-def test_convert_cli_never_overwrites_its_input_or_an_existing_file(tmp_path):
-    src = tmp_path / 'in.pth'
-    torch.save({'model': _official_state(CrossFormer(arch=SMALL))}, src)
-    before = src.read_bytes()
-    cli = [sys.executable, str(ROOT / 'tools/model_converters/convert.py'), 'crossformer']
-    same = subprocess.run(cli + [str(src), str(src), '--force'], capture_output=True, text=True)
-    assert same.returncode == 2 and 'never overwrites its input' in same.stderr
-    dst = tmp_path / 'out.pth'
-    dst.write_bytes(b'keep me')
-    exists = subprocess.run(cli + [str(src), str(dst)], capture_output=True, text=True)
-    assert exists.returncode == 2 and '--force' in exists.stderr and dst.read_bytes() == b'keep me'
-    assert src.read_bytes() == before
-    ok = subprocess.run(cli + [str(src), str(tmp_path / 'new.pth')], capture_output=True, text=True)
-    assert ok.returncode == 0, ok.stderr
-    assert 'head.weight' not in torch.load(tmp_path / 'new.pth')['state_dict']
