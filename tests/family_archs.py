@@ -1,4 +1,8 @@
-"""Small architectures of every family, for tests that run each shared behaviour over all families."""
+"""Small architectures of every family, and helpers, for tests that run each shared behaviour over all families."""
+import math
+
+import torch
+import torch.nn as nn
 
 #: registry name -> an ``arch`` small enough for fast CPU tests (every stage and kind of block present)
 SMALL_ARCH = {
@@ -12,3 +16,20 @@ SMALL_ARCH = {
     'Conformer': dict(patch_size=16, channel_ratio=1, base_channels=16, embed_dims=32, num_heads=2, depth=6),
     'CvT': dict(embed_dims=(16, 32, 48), depths=(1, 2, 2), num_heads=(1, 2, 3)),
 }
+
+
+def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Weights, layer scales, class tokens and BatchNorm statistics far from their initial values
+    (layer scales of 1e-6, unit statistics), so that every part of the network shows in the maps."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if not t.is_floating_point():
+                continue
+            if name.endswith('running_var'):
+                t.copy_(0.5 + torch.rand(t.shape, generator=gen))
+            elif t.dim() <= 1 or name.endswith('cls_token'):
+                t.copy_((1.0 if name.endswith('weight') else 0.0) + 0.1 * torch.randn(t.shape, generator=gen))
+            else:
+                t.copy_(torch.randn(t.shape, generator=gen) / math.sqrt(t[0].numel()))
+    return model

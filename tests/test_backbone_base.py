@@ -3,7 +3,6 @@ then the contract suite, each shared behaviour once over the small arch of every
 The family files keep only what is particular to a family."""
 import copy
 import io
-import math
 import pickle
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from mmhybrid.models import CrossFormer
 from mmhybrid.models.base import HybridBackbone
 from mmhybrid.models.layers import DropPath
 
-from family_archs import SMALL_ARCH
+from family_archs import SMALL_ARCH, randomize
 
 TINY = dict(embed_dims=32, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8))
 
@@ -145,23 +144,6 @@ def _build(family, **kwargs):
     return MODELS.build(dict(type=f'mmhybrid.{family}', arch=SMALL_ARCH[family], **kwargs))
 
 
-def _randomize(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Weights, layer scales and BatchNorm statistics far from their initial values (layer scales
-    of 1e-6, unit statistics), so that every part of the network shows in the maps."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if not t.is_floating_point():
-                continue
-            if name.endswith('running_var'):
-                t.copy_(0.5 + torch.rand(t.shape, generator=gen))
-            elif t.dim() <= 1:
-                t.copy_((1.0 if name.endswith('weight') else 0.0) + 0.1 * torch.randn(t.shape, generator=gen))
-            else:
-                t.copy_(torch.randn(t.shape, generator=gen) / math.sqrt(t[0].numel()))
-    return model
-
-
 def _loss(outs) -> torch.Tensor:
     """Weighs every element differently: a plain mean of a normalised map has no gradient."""
     return sum((o.float() * torch.linspace(-1, 1, o.numel()).view_as(o)).mean() for o in outs)
@@ -217,7 +199,7 @@ def test_batch_of_zero_images_gives_empty_maps_of_the_right_shape(family):
 
 @pytest.mark.parametrize('family', list(SMALL_ARCH))
 def test_batch_items_are_independent(family):
-    model = _randomize(_build(family)).eval()
+    model = randomize(_build(family)).eval()
     x = torch.randn(2, 3, 70, 90)
     with torch.no_grad():
         both, second = model(x), model(x[1:])
@@ -387,7 +369,7 @@ def test_forward_changes_no_module_state_so_maps_do_not_depend_on_earlier_calls(
 def test_deepcopy_pickle_and_state_dict_round_trips_give_identical_maps(family):
     """After a forward (per-shape caches filled): a deep copy, a pickled copy, and a new backbone
     loading the state dict saved and read back by the safe loader compute the same maps bit for bit."""
-    model = _randomize(_build(family)).eval()
+    model = randomize(_build(family)).eval()
     x = torch.randn(1, 3, 70, 90)
     with torch.no_grad():
         ref = model(x)
@@ -461,7 +443,7 @@ def test_with_cp_checkpoints_the_blocks_and_gives_the_same_outputs_and_gradients
     monkeypatch.setattr(base, 'checkpoint', lambda *args, **kw: calls.append(1) or real(*args, **kw))
     x = torch.randn(2, 3, 70, 90)
     for norm_eval in (False, True) if family in BN_FAMILIES else (False, ):
-        plain = _randomize(_build(family, drop_path_rate=0.0, norm_eval=norm_eval))
+        plain = randomize(_build(family, drop_path_rate=0.0, norm_eval=norm_eval))
         cp = _build(family, drop_path_rate=0.0, norm_eval=norm_eval, with_cp=True)
         cp.load_state_dict(plain.state_dict())
         outs, grads = [], []
@@ -522,7 +504,7 @@ def test_norm_eval_keeps_batchnorm_statistics_and_trains_everything_else(family)
     once per step."""
     x = torch.randn(2, 3, 70, 90)
     for norm_eval in (True, False):
-        model = _randomize(_build(family, norm_eval=norm_eval, drop_path_rate=0.0)).train()
+        model = randomize(_build(family, norm_eval=norm_eval, drop_path_rate=0.0)).train()
         bns = [m for m in model.modules() if isinstance(m, _BatchNorm)]
         stats = [(bn.running_mean.clone(), bn.running_var.clone()) for bn in bns]
         outs = model(x)

@@ -12,26 +12,11 @@ from mmhybrid.models import Conformer
 from mmhybrid.models.conformer import FCUDown, FCUUp, add_upsampled
 from mmhybrid.models.layers import conv_bn
 
+from family_archs import randomize
+
 # widths 16, 32, 64, 64; six blocks: maps after blocks 2, 4, 5, 6
 TINY = dict(patch_size=16, channel_ratio=1, base_channels=16, embed_dims=32, num_heads=2, depth=6)
 TINY_P32 = dict(TINY, patch_size=32)
-
-
-def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Weights and BN statistics far from their initial values, so every part shows in the outputs."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if not t.is_floating_point():
-                continue
-            if name.endswith('running_var'):
-                t.copy_(0.5 + torch.rand(t.shape, generator=gen))
-            elif t.dim() <= 1 or name == 'cls_token':
-                base = 1.0 if name.endswith('weight') else 0.0
-                t.copy_(base + 0.1 * torch.randn(t.shape, generator=gen))
-            else:
-                t.copy_(torch.randn(t.shape, generator=gen) / math.sqrt(t[0].numel()))
-    return model
 
 
 def official_classifier_state(model: Conformer, num_classes: int = 1000) -> dict:
