@@ -220,9 +220,11 @@ class HybridBackbone(BaseModule):
     """Base class of the mmhybrid backbones.
 
     A family subclass builds its modules, then calls :meth:`_finish_init`, and
-    implements :meth:`stem_modules`, :meth:`stage_modules` and
-    :meth:`_default_init`. Its forward calls :meth:`check_input` first and runs
-    blocks through :meth:`run_block` so that ``with_cp`` applies.
+    implements :meth:`_default_init` (and :meth:`stem_modules` /
+    :meth:`stage_modules` when its modules are not ``patch_embed`` / ``layers``).
+    Its forward calls :meth:`check_input` first, runs blocks through
+    :meth:`run_block` so that ``with_cp`` applies, and returns through
+    :meth:`finish_outputs`.
 
     The arguments below are those of every family; a family's constructor takes
     its own arguments and passes these on as keywords.
