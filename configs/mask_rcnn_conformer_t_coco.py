@@ -1,12 +1,7 @@
-# Mask R-CNN + FPN with a Conformer-Ti/16 backbone, COCO, 1x schedule. The
-# official code reports detection with S/32 only: this is its recipe
-# (pengzhiliang/Conformer, mask_rcnn_conformer_small_patch32_fpn_1x_coco.py)
-# with this size.
+# Mask R-CNN + FPN, Conformer-Ti/16, COCO 1x: the official S/32 recipe with this size
+# (the official code reports detection with S/32 only).
 _base_ = './mask_rcnn_conformer_s_coco.py'
 
 model = dict(
-    backbone=dict(
-        arch='tiny',
-        # the official ImageNet-1k file (Conformer_tiny_patch16.pth)
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/conformer-t.pth')),
+    backbone=dict(arch='tiny', init_cfg=dict(type='Pretrained', checkpoint='checkpoints/conformer-t.pth')),
     neck=dict(in_channels=[64, 128, 256, 256]))

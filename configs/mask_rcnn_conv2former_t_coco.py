@@ -1,28 +1,17 @@
-# Mask R-CNN + FPN with a Conv2Former-T backbone, COCO, 3x schedule with
-# multi-scale training. Conv2Former paper (TPAMI 2024): 48.0 box AP on COCO
-# val2017. Its dense code is not released; the paper follows ConvNeXt, so this
-# is ConvNeXt-T's Mask R-CNN 3x recipe (facebookresearch/ConvNeXt
-# object_detection/configs/convnext, drop path 0.4, AdamW lr 1e-4, wd 0.05).
+# Mask R-CNN + FPN, Conv2Former-T, COCO 3x with multi-scale training. Target:
+# 48.0 box AP (Conv2Former, TPAMI 2024). No dense code was released; the paper
+# follows ConvNeXt, so this is ConvNeXt-T's Mask R-CNN 3x recipe (drop path 0.4,
+# AdamW lr 1e-4, wd 0.05). Backbone settings and weights: docs/models.md#conv2former.
 _base_ = './_base_/mask_rcnn_coco.py'
 
 model = dict(
-    backbone=dict(
-        type='mmhybrid.Conv2Former',
-        arch='tiny',
-        drop_path_rate=0.4,
-        # a LayerNorm on every output, as ConvNeXt's dense backbone has (new
-        # layers: the ImageNet file has no weights for them)
-        out_norms=True,
-        # The official ImageNet-1k file. A file that also pickles timm's
-        # training arguments is refused by the safe loader: convert it once with
-        # tools/model_converters/convert.py conv2former FILE
-        # checkpoints/conv2former-t.pth --trust
-        init_cfg=dict(
-            type='Pretrained', checkpoint='checkpoints/conv2former-t.pth')),
-    # Conv2Former-T stage widths.
+    backbone=dict(type='mmhybrid.Conv2Former', arch='tiny', drop_path_rate=0.4, out_norms=True,
+                  init_cfg=dict(type='Pretrained', checkpoint='checkpoints/conv2former-t.pth')),
     neck=dict(in_channels=[72, 144, 288, 576]))
 
-# Multi-scale training with DETR-style random crops, as ConvNeXt's 3x recipe.
+# Multi-scale training with DETR-style random crops, as ConvNeXt's 3x recipe
+# (a name starting with '__' stays out of the resolved config).
+__scales = [(1333, 480 + 32 * i) for i in range(11)]
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
@@ -30,33 +19,12 @@ train_pipeline = [
     dict(
         type='RandomChoice',
         transforms=[
+            [dict(type='RandomChoiceResize', scales=__scales, keep_ratio=True)],
             [
-                dict(
-                    type='RandomChoiceResize',
-                    scales=[(1333, 480), (1333, 512), (1333, 544),
-                            (1333, 576), (1333, 608), (1333, 640),
-                            (1333, 672), (1333, 704), (1333, 736),
-                            (1333, 768), (1333, 800)],
-                    keep_ratio=True)
+                dict(type='RandomChoiceResize', scales=[(1333, 400), (1333, 500), (1333, 600)], keep_ratio=True),
+                dict(type='RandomCrop', crop_type='absolute_range', crop_size=(384, 600), allow_negative_crop=True),
+                dict(type='RandomChoiceResize', scales=__scales, keep_ratio=True),
             ],
-            [
-                dict(
-                    type='RandomChoiceResize',
-                    scales=[(1333, 400), (1333, 500), (1333, 600)],
-                    keep_ratio=True),
-                dict(
-                    type='RandomCrop',
-                    crop_type='absolute_range',
-                    crop_size=(384, 600),
-                    allow_negative_crop=True),
-                dict(
-                    type='RandomChoiceResize',
-                    scales=[(1333, 480), (1333, 512), (1333, 544),
-                            (1333, 576), (1333, 608), (1333, 640),
-                            (1333, 672), (1333, 704), (1333, 736),
-                            (1333, 768), (1333, 800)],
-                    keep_ratio=True)
-            ]
         ]),
     dict(type='PackDetInputs')
 ]

@@ -1,25 +1,13 @@
-# RetinaNet + FPN with a Conformer-S/32 backbone, COCO, 1x schedule. The
-# official code reports Faster/Mask R-CNN and PAA, not RetinaNet: this is the
-# official detection recipe (AdamW lr 1e-4, wd 1e-4 on every parameter: the
-# base's; 1344x800, frozen BN statistics and stem) on mmdet's RetinaNet 1x.
+# RetinaNet + FPN, Conformer-S/32, COCO 1x: the official detection recipe
+# (AdamW lr 1e-4, wd 1e-4 on every parameter: the base's; 1344x800, frozen BN
+# statistics and stem) on mmdet's RetinaNet 1x. No RetinaNet result was published.
+# Backbone settings and weights: docs/models.md#conformer.
 _base_ = './_base_/retinanet_coco.py'
 
 model = dict(
-    backbone=dict(
-        type='mmhybrid.Conformer',
-        arch='small_p32',
-        drop_path_rate=0.0,
-        # BN statistics frozen and the ResNet stem (conv1, bn1) frozen, as the
-        # official recipe (its frozen_stages=1 freezes only the stem; here
-        # that is frozen_stages=0).
-        norm_eval=True,
-        frozen_stages=0,
-        # The official ImageNet-1k file (Conformer_small_patch32.pth); the
-        # backbone's converter accepts it directly.
-        init_cfg=dict(
-            type='Pretrained', checkpoint='checkpoints/conformer-s.pth')),
-    # CNN-branch widths C1, C2, C3, C3 (block 12 keeps C3).
-    neck=dict(in_channels=[256, 512, 1024, 1024]))
+    backbone=dict(type='mmhybrid.Conformer', arch='small_p32', drop_path_rate=0.0, norm_eval=True, frozen_stages=0,
+                  init_cfg=dict(type='Pretrained', checkpoint='checkpoints/conformer-s.pth')),
+    neck=dict(in_channels=[256, 512, 1024, 1024]))  # CNN-branch widths C1, C2, C3, C3
 
 # The official image size: 1344x800 (mmdet's default is 1333x800).
 train_pipeline = [
@@ -33,10 +21,7 @@ test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=(1344, 800), keep_ratio=True),
     dict(type='LoadAnnotations', with_bbox=True),
-    dict(
-        type='PackDetInputs',
-        meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
-                   'scale_factor'))
+    dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))
 ]
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))

@@ -1,11 +1,5 @@
-# RetinaNet + FPN with a CrossFormer-B backbone, COCO, 1x schedule.
-# CrossFormer paper (ICLR 2022): 46.2 box AP on COCO val2017.
-# Same recipe as CrossFormer-S; B is deeper (stage 3 has 18 blocks, same
-# widths), so only the arch, stochastic depth and checkpoint change.
+# RetinaNet + FPN, CrossFormer-B, COCO 1x: the S recipe with the deeper B backbone (same
+# widths) and its stochastic depth. Target: 46.2 box AP (CrossFormer, ICLR 2022).
 _base_ = './retinanet_crossformer_s_coco.py'
 
-model = dict(
-    backbone=dict(
-        arch='base',
-        drop_path_rate=0.3,
-        init_cfg=dict(checkpoint='checkpoints/crossformer-b.pth')))
+model = dict(backbone=dict(arch='base', drop_path_rate=0.3, init_cfg=dict(checkpoint='checkpoints/crossformer-b.pth')))

@@ -1,13 +1,5 @@
-# UperNet with a CloFormer-XS backbone, ADE20K, 160k iters, 512x512 crops:
-# the recipe of upernet_cloformer_s_ade20k.py with the XS backbone (no
-# published result exists for any CloFormer segmentor).
+# The recipe of upernet_cloformer_s_ade20k.py with CloFormer-XS (no published result).
 _base_ = './upernet_cloformer_s_ade20k.py'
 
-model = dict(
-    backbone=dict(
-        arch='xs',
-        # ImageNet-1k weights you trained (none were released); see the S config.
-        init_cfg=dict(checkpoint='checkpoints/cloformer-xs.pth')),
-    # CloFormer-XS stage widths; the auxiliary head reads stage 3.
-    decode_head=dict(in_channels=[48, 96, 160, 352]),
-    auxiliary_head=dict(in_channels=160))
+model = dict(backbone=dict(arch='xs', init_cfg=dict(checkpoint='checkpoints/cloformer-xs.pth')),
+             decode_head=dict(in_channels=[48, 96, 160, 352]), auxiliary_head=dict(in_channels=160))

@@ -1,25 +1,13 @@
-# UperNet with a Conv2Former-T backbone, ADE20K, 160k iters, 512x512 crops.
-# Conv2Former paper (TPAMI 2024): 48.0 mIoU. Its dense code is not released;
-# the paper follows ConvNeXt, so this is ConvNeXt-T's UperNet recipe
-# (facebookresearch/ConvNeXt semantic_segmentation/configs/convnext: drop path
-# 0.4, AdamW lr 1e-4, wd 0.05, sliding-window test with 512 crops, stride 341).
+# UperNet, Conv2Former-T, ADE20K 160k, 512x512 crops. Target: 48.0 mIoU
+# (Conv2Former, TPAMI 2024). No dense code was released; the paper follows
+# ConvNeXt, so this is ConvNeXt-T's UperNet recipe (drop path 0.4, AdamW lr 1e-4,
+# wd 0.05, sliding-window test with 512 crops, stride 341). Backbone settings and
+# weights: docs/models.md#conv2former.
 _base_ = './_base_/upernet_ade20k.py'
 
 model = dict(
-    backbone=dict(
-        type='mmhybrid.Conv2Former',
-        arch='tiny',
-        drop_path_rate=0.4,
-        # a LayerNorm on every output, as ConvNeXt's dense backbone has (new
-        # layers: the ImageNet file has no weights for them)
-        out_norms=True,
-        # The official ImageNet-1k file. A file that also pickles timm's
-        # training arguments is refused by the safe loader: convert it once with
-        # tools/model_converters/convert.py conv2former FILE
-        # checkpoints/conv2former-t.pth --trust
-        init_cfg=dict(
-            type='Pretrained', checkpoint='checkpoints/conv2former-t.pth')),
-    # Conv2Former-T stage widths; the auxiliary head reads stage 3.
+    backbone=dict(type='mmhybrid.Conv2Former', arch='tiny', drop_path_rate=0.4, out_norms=True,
+                  init_cfg=dict(type='Pretrained', checkpoint='checkpoints/conv2former-t.pth')),
     decode_head=dict(in_channels=[72, 144, 288, 576]),
     auxiliary_head=dict(in_channels=288),
     test_cfg=dict(mode='slide', crop_size=(512, 512), stride=(341, 341)))

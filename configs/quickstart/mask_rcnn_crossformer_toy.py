@@ -1,18 +1,14 @@
-# Quick start: the Mask R-CNN + CrossFormer of configs/mask_rcnn_crossformer_s_coco.py
-# on the toy shapes dataset (tools/misc/make_toy_datasets.py), from scratch on CPU.
-# Only the data, the image size, the schedule and the model width change.
-_base_ = '../mask_rcnn_crossformer_s_coco.py'
+# Quick start: Mask R-CNN + FPN with a CrossFormer backbone (the detector and
+# backbone of configs/mask_rcnn_crossformer_s_coco.py, at a quarter of the width)
+# on the toy shapes dataset, trained from scratch on CPU.
+_base_ = ['../_base_/models/mask_rcnn.py', './_base_/toy_det.py']
 
-data_root = 'data/toy_coco/'
-metainfo = dict(classes=('circle', 'square', 'triangle', 'star', 'cross'))
-image_size = (160, 160)
 width = 64
-
 model = dict(
     backbone=dict(
-        arch=dict(_delete_=True, embed_dims=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8)),
-        drop_path_rate=0.0,
-        init_cfg=None),  # from scratch: no ImageNet weights needed
+        type='mmhybrid.CrossFormer',
+        arch=dict(embed_dims=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8)),
+        drop_path_rate=0.0),  # from scratch: no init_cfg, no ImageNet weights needed
     neck=dict(in_channels=[32, 64, 128, 256], out_channels=width),
     rpn_head=dict(in_channels=width, feat_channels=width),
     roi_head=dict(
@@ -27,53 +23,13 @@ model = dict(
         rcnn=dict(sampler=dict(num=128))),
     test_cfg=dict(rpn=dict(nms_pre=300, max_per_img=300)))
 
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-    dict(type='Resize', scale=image_size, keep_ratio=True),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackDetInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=image_size, keep_ratio=True),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-    dict(type='PackDetInputs',
-         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
-]
-train_dataloader = dict(
-    batch_size=4,
-    num_workers=1,
-    dataset=dict(
-        data_root=data_root,
-        metainfo=metainfo,
-        ann_file='annotations/instances_train.json',
-        data_prefix=dict(img='train/'),
-        pipeline=train_pipeline))
-val_dataloader = dict(
-    batch_size=8,
-    num_workers=1,
-    dataset=dict(
-        data_root=data_root,
-        metainfo=metainfo,
-        ann_file='annotations/instances_val.json',
-        data_prefix=dict(img='val/'),
-        pipeline=test_pipeline))
+# The base's pipelines, loading the masks as well.
+train_pipeline = [_base_.train_pipeline[0], dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+                  *_base_.train_pipeline[2:]]
+test_pipeline = [*_base_.test_pipeline[:2], dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+                 _base_.test_pipeline[3]]
+train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
+val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
-val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
+val_evaluator = dict(metric=['bbox', 'segm'])
 test_evaluator = val_evaluator
-
-# The RetinaNet quick start's schedule (small batches: more updates per CPU minute).
-max_epochs = 10
-train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
-optim_wrapper = dict(optimizer=dict(lr=1e-3, weight_decay=0.05), clip_grad=dict(max_norm=5.0))
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=300),
-    dict(type='CosineAnnealingLR', by_epoch=True, begin=0, end=max_epochs, T_max=max_epochs,
-         eta_min_ratio=0.01, convert_to_iter_based=True),
-]
-default_hooks = dict(
-    logger=dict(interval=25),
-    checkpoint=dict(interval=1, max_keep_ckpts=2))
-auto_scale_lr = dict(base_batch_size=4)
-randomness = dict(seed=0)
