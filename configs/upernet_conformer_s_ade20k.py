@@ -17,7 +17,6 @@ optim_wrapper = dict(
     paramwise_cfg=dict(
         custom_keys={
             key: dict(decay_mult=0.)
-            for key in ('backbone.cls_token', 'backbone.bn1.', 'conv_1.bn', 'residual_bn', 'cnn_block.bn',
-                        'fusion_block.bn', 'expand_block.bn', 'squeeze_block.ln', 'trans_1.norm',
-                        'trans_block.norm')
+            for key in ('backbone.cls_token', 'backbone.bn1.', 'residual_bn', 'cnn_block.bn', 'fusion_block.bn',
+                        'expand_block.bn', 'squeeze_block.ln', 'trans_block.norm')
         }))

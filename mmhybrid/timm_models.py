@@ -351,17 +351,6 @@ FAMILIES: Tuple[TimmFamily, ...] = (
 # --------------------------------------------------------------------------------------
 # The timm model
 # --------------------------------------------------------------------------------------
-def _module_name(root: nn.Module, module: nn.Module) -> Optional[str]:
-    """Name of ``module`` in ``root``; for an unregistered container, of its last registered child."""
-    names = {id(m): n for n, m in root.named_modules()}
-    while id(module) not in names:
-        children = list(module.children())
-        if not children:
-            return None
-        module = children[-1]
-    return names[id(module)]
-
-
 class HybridTimmModel(nn.Module):
     """An mmhybrid backbone, plus the family's classifier if it has one, with timm's model interface.
 
@@ -416,10 +405,9 @@ class HybridTimmModel(nn.Module):
         if random_init:
             self.backbone._default_init()  # the family's own init (init_weights() would also log every tensor)
         channels, strides = self.backbone.stage_channels, self.backbone.stage_strides
-        self.feature_info = [
-            dict(num_chs=c, reduction=s, module='backbone.' + (_module_name(self.backbone, stage) or f'stage{i}'),
-                 index=i)
-            for i, (stage, c, s) in enumerate(zip(self.backbone.stage_modules(), channels, strides))]
+        names = {id(m): n for n, m in self.backbone.named_modules()}   # every stage is a registered module
+        self.feature_info = [dict(num_chs=c, reduction=s, module=f'backbone.{names[id(stage)]}', index=i)
+                             for i, (stage, c, s) in enumerate(zip(self.backbone.stage_modules(), channels, strides))]
         self.num_features = channels[-1]
         self.head = family.head.from_backbone(self.backbone, num_classes, drop_rate, **family.head_args) \
             if with_head and family.head is not None else None
@@ -613,7 +601,9 @@ def _convert_foreign_state(module: HybridTimmModel, state_dict, prefix, local_me
     """load_state_dict pre-hook: an official or OpenMMLab state dict is converted first.
 
     So ``model.load_state_dict(official_state)`` and timm's ``checkpoint_path=`` work;
-    a dict in this model's own naming (only ``backbone.*`` and ``head.*``) is left alone.
+    a dict in this model's own naming (only ``backbone.*`` and ``head.*``) is left alone
+    (the backbone's own pre-hook renames keys of an earlier mmhybrid layout in it,
+    see ``HybridBackbone.legacy_key``).
     """
     keys = [k for k in state_dict if k.startswith(prefix)]
     if not keys or all(k[len(prefix):].startswith(('backbone.', 'head.')) for k in keys):

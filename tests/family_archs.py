@@ -1,5 +1,6 @@
 """Small architectures of every family, and helpers, for tests that run each shared behaviour over all families."""
 import math
+import re
 
 import torch
 import torch.nn as nn
@@ -15,6 +16,9 @@ SMALL_ARCH = {
                       group_splits=((1, 1), (1, 1), (2, 1), (1, 3))),
     'Conformer': dict(patch_size=16, channel_ratio=1, base_channels=16, embed_dims=32, num_heads=2, depth=6),
     'CvT': dict(embed_dims=(16, 32, 48), depths=(1, 2, 2), num_heads=(1, 2, 3)),
+    # default G (4, 4, 14, 7), I (4, 2, 1, 1): SDA and LDA in stages 0-1, an ACL after block 2 of stage 1, and
+    # the small-map rule (one group of the longer side) in stages 2-3 at 70x90
+    'CrossFormerPP': dict(embed_dims=32, depths=(2, 4, 1, 1), num_heads=(1, 2, 4, 8)),
 }
 
 
@@ -33,3 +37,33 @@ def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
             else:
                 t.copy_(torch.randn(t.shape, generator=gen) / math.sqrt(t[0].numel()))
     return model
+
+
+#: families whose module names changed: their earlier mmhybrid layout (the official names) must keep loading
+OLD_LAYOUT_FAMILIES = ('Conformer', 'Conv2Former')
+
+
+def old_layout_state(model: nn.Module) -> dict:
+    """``model``'s state dict under the names of the earlier mmhybrid layout, which are the official ones
+    (Conv2Former: ``downsample_layers.i``, ``stages.i.j``; Conformer: ``conv_1``, ``trans_patch_conv``,
+    ``trans_1``, ``conv_trans_2..depth``). Written out here, apart from the converters' own mapping."""
+    family = type(model).__name__
+    if family == 'Conv2Former':
+        rules = [(r'^stem\.', 'downsample_layers.0.'), (r'^stages\.(\d+)\.downsample\.', r'downsample_layers.\1.'),
+                 (r'^stages\.(\d+)\.blocks\.(\d+)\.', r'stages.\1.\2.')]
+    elif family == 'Conformer':
+        # the fused blocks are numbered 2, 3, ... in forward order, whatever stage holds them
+        fused = [(s, j) for s, stage in enumerate(model.stages) for j in range(len(stage.blocks))]
+        rules = [(r'^stages\.0\.cnn_block\.', 'conv_1.'), (r'^stages\.0\.patch_embed\.', 'trans_patch_conv.'),
+                 (r'^stages\.0\.trans_block\.', 'trans_1.')]
+        rules += [(rf'^stages\.{s}\.blocks\.{j}\.', f'conv_trans_{n}.') for n, (s, j) in enumerate(fused, start=2)]
+    else:
+        raise KeyError(f'{family} has no earlier layout')
+    state = {}
+    for key, value in model.state_dict().items():
+        for pattern, name in rules:
+            key, found = re.subn(pattern, name, key)
+            if found:
+                break
+        state[key] = value
+    return state

@@ -19,7 +19,7 @@ from mmhybrid.models import CrossFormer
 from mmhybrid.models.base import HybridBackbone
 from mmhybrid.models.layers import DropPath
 
-from family_archs import SMALL_ARCH, randomize
+from family_archs import OLD_LAYOUT_FAMILIES, SMALL_ARCH, old_layout_state, randomize
 
 TINY = dict(embed_dims=32, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8))
 
@@ -494,6 +494,73 @@ def test_frozen_stages_freeze_the_stem_then_whole_stages_and_stay_frozen(family)
         with torch.no_grad():
             model(x)
         assert all(torch.equal(bn.running_mean, s) for bn, s in zip(bns, stats)), frozen
+
+
+@pytest.mark.parametrize('family', list(SMALL_ARCH))
+def test_stem_and_stages_are_registered_submodules_and_the_same_objects_on_every_call(family):
+    """What frozen_stages, layer decay, timm's feature_info (a module name per stage) and hooks rely
+    on: every stem and stage module is part of the backbone itself, not a container made per call."""
+    model = _build(family)
+    registered = {id(m) for _, m in model.named_modules()}
+    stem, stages = model.stem_modules(), model.stage_modules()
+    assert stem and len(stages) == len(model.stage_channels)
+    assert [m for m in stem + stages if id(m) not in registered] == []
+    assert all(a is b for a, b in zip(model.stem_modules(), stem, strict=True))
+    assert all(a is b for a, b in zip(model.stage_modules(), stages, strict=True))
+
+
+class _Detector(nn.Module):
+    """A backbone under ``backbone.`` with a head, as in mmdet/mmseg models."""
+
+    def __init__(self, backbone):
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Conv2d(3, 2, 1)
+
+
+@pytest.mark.parametrize('family', OLD_LAYOUT_FAMILIES)
+def test_state_dicts_of_the_earlier_layout_still_load_alone_and_in_a_whole_detector(family, tmp_path):
+    """Files saved before the stages became modules (the official names) load strictly into the backbone
+    (load_state_dict) and into a detector (torch, and mmengine's load_checkpoint, what load_from runs),
+    giving the same maps; the caller's dict is left as it was, and a current one loads as before."""
+    from mmengine.runner.checkpoint import load_checkpoint
+
+    source = randomize(_build(family)).eval()
+    old = old_layout_state(source)
+    assert len(old) == len(source.state_dict()) and set(old) != set(source.state_dict())
+    x = torch.randn(1, 3, 70, 90)
+    with torch.no_grad():
+        ref = source(x)
+
+    def same_maps(backbone):
+        with torch.no_grad():
+            assert all(torch.equal(a, b) for a, b in zip(backbone.eval()(x), ref, strict=True))
+
+    backbone = _build(family)
+    before = dict(old)
+    backbone.load_state_dict(old)   # strict
+    assert list(old) == list(before) and all(old[k] is v for k, v in before.items())
+    same_maps(backbone)
+
+    detector = _Detector(_build(family))
+    whole = {**{f'backbone.{k}': v for k, v in old.items()}, 'head.weight': torch.randn(2, 3, 1, 1),
+             'head.bias': torch.zeros(2)}
+    detector.load_state_dict(whole)
+    same_maps(detector.backbone)
+
+    path = tmp_path / 'detector_epoch_12.pth'
+    torch.save({'meta': {'epoch': 12}, 'state_dict': whole}, path)
+    detector = _Detector(_build(family))
+    load_checkpoint(detector, str(path), strict=True)
+    same_maps(detector.backbone)
+    assert torch.equal(detector.head.weight, whole['head.weight'])
+
+    current = _build(family)
+    current.load_state_dict(source.state_dict())
+    same_maps(current)
+    # a dict with both names for one tensor keeps the old key, which the strict load names
+    with pytest.raises(RuntimeError, match='Unexpected key'):
+        _build(family).load_state_dict({**source.state_dict(), **old})
 
 
 @pytest.mark.parametrize('family', BN_FAMILIES)

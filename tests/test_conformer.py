@@ -12,7 +12,7 @@ from mmhybrid.models import Conformer
 from mmhybrid.models.conformer import FCUDown, FCUUp, add_upsampled
 from mmhybrid.models.layers import conv_bn
 
-from family_archs import randomize
+from family_archs import old_layout_state, randomize
 
 # widths 16, 32, 64, 64; six blocks: maps after blocks 2, 4, 5, 6
 TINY = dict(patch_size=16, channel_ratio=1, base_channels=16, embed_dims=32, num_heads=2, depth=6)
@@ -20,8 +20,9 @@ TINY_P32 = dict(TINY, patch_size=32)
 
 
 def official_classifier_state(model: Conformer, num_classes: int = 1000) -> dict:
-    """What an official classification file holds: the backbone plus trans_norm and both classifiers."""
-    state = dict(model.state_dict())
+    """What an official classification file holds: the backbone (official names) plus trans_norm and
+    both classifiers."""
+    state = old_layout_state(model)
     dims, c3 = model.embed_dims, model.stage_channels[-1]
     state.update({'trans_norm.weight': torch.ones(dims), 'trans_norm.bias': torch.zeros(dims),
                   'trans_cls_head.weight': torch.randn(num_classes, dims),
@@ -36,7 +37,7 @@ def mmpretrain_state(model: Conformer) -> dict:
     renames = (('.norm1.', '.ln1.'), ('.norm2.', '.ln2.'), ('.mlp.fc1.', '.ffn.layers.0.0.'),
                ('.mlp.fc2.', '.ffn.layers.1.'))
     state = {}
-    for k, v in model.state_dict().items():
+    for k, v in old_layout_state(model).items():
         if k.startswith(('trans_1.', 'conv_trans_')) and ('trans_1.' in k or '.trans_block.' in k):
             for old, new in renames:
                 k = k.replace(old, new)
@@ -77,7 +78,7 @@ def test_variants_aliases_and_custom_dicts():
     model = Conformer(arch=TINY, out_indices=(0, 1, 2, 3))
     assert model.out_channels == [16, 32, 64, 64] and model.out_strides == [4, 8, 16, 32]
     assert model.stage_ends == (2, 4, 5, 6)
-    assert model.conv_trans_6.fusion_block.conv2.stride == (2, 2)   # the last fusion block downsamples
+    assert model.stages[3].blocks[0].fusion_block.conv2.stride == (2, 2)   # the last fusion block downsamples
     assert [b.squeeze_block.dw_stride for b in model.blocks()] == [4, 2, 2, 1, 1]
 
 
@@ -177,9 +178,9 @@ def test_any_input_size_runs_at_either_patch_size_with_a_ceil_token_grid(arch):
 def test_returned_tokens_are_the_last_transformer_output_and_the_class_token_enters_doubled():
     model = randomize(Conformer(arch=TINY, with_tokens=True)).eval()
     seen = {}
-    model.trans_1.register_forward_hook(lambda m, i, o: seen.setdefault('trans_1', o))
-    model.conv_trans_2.trans_block.register_forward_hook(lambda m, i, o: seen.setdefault('block_2_in', i[0]))
-    model.conv_trans_6.trans_block.register_forward_hook(lambda m, i, o: seen.setdefault('last', o))
+    model.stages[0].trans_block.register_forward_hook(lambda m, i, o: seen.setdefault('trans_1', o))
+    model.stages[0].blocks[0].trans_block.register_forward_hook(lambda m, i, o: seen.setdefault('block_2_in', i[0]))
+    model.stages[3].blocks[0].trans_block.register_forward_hook(lambda m, i, o: seen.setdefault('last', o))
     with torch.no_grad():
         *_, (patches, cls) = model(torch.randn(2, 3, 64, 96))
     torch.testing.assert_close(seen['block_2_in'][:, 0], 2 * seen['trans_1'][:, 0])
@@ -206,9 +207,42 @@ def test_converter_reads_official_detection_and_mmpretrain_files(kind):
     assert converted.keys() == model.state_dict().keys()
     target = Conformer(arch=TINY)
     load_state_dict_checked(target, converted)
-    for key in ('trans_1.norm1.weight', 'conv_trans_3.trans_block.mlp.fc2.weight', 'cls_token',
-                'conv_trans_6.fusion_block.residual_bn.running_var'):
-        assert torch.equal(target.state_dict()[key], model.state_dict()[key])
+    official = old_layout_state(model)
+    for key, official_key in (('stages.0.trans_block.norm1.weight', 'trans_1.norm1.weight'),
+                              ('stages.1.blocks.0.trans_block.mlp.fc2.weight',
+                               'conv_trans_3.trans_block.mlp.fc2.weight'),
+                              ('cls_token', 'cls_token'), ('bn1.running_var', 'bn1.running_var'),
+                              ('stages.3.blocks.0.fusion_block.residual_bn.running_var',
+                               'conv_trans_6.fusion_block.residual_bn.running_var')):
+        assert torch.equal(target.state_dict()[key], official[official_key])
+
+
+def test_converter_maps_the_official_layout_of_a_depth_12_network_to_the_stages():
+    """Blocks 2-4 in stage 0 (after the first block), 5-8 in stage 1, 9-11 in stage 2, 12 in stage 3."""
+    with torch.device('meta'):
+        model = Conformer(arch='tiny')
+    official = old_layout_state(model)
+    assert {'conv_1.conv1.weight', 'trans_patch_conv.weight', 'trans_1.attn.qkv.weight',
+            'conv_trans_12.fusion_block.residual_conv.weight'} <= set(official)
+    converted = convert_conformer(official)
+    assert list(converted) == list(model.state_dict())
+    renamed = {official_key: key for official_key, key in zip(official, converted)}
+    assert renamed['conv_1.conv1.weight'] == 'stages.0.cnn_block.conv1.weight'
+    assert renamed['trans_patch_conv.weight'] == 'stages.0.patch_embed.weight'
+    assert renamed['trans_1.attn.qkv.weight'] == 'stages.0.trans_block.attn.qkv.weight'
+    for number, name in ((2, 'stages.0.blocks.0'), (4, 'stages.0.blocks.2'), (5, 'stages.1.blocks.0'),
+                         (8, 'stages.1.blocks.3'), (9, 'stages.2.blocks.0'), (11, 'stages.2.blocks.2'),
+                         (12, 'stages.3.blocks.0')):
+        assert renamed[f'conv_trans_{number}.cnn_block.conv1.weight'] == f'{name}.cnn_block.conv1.weight'
+    assert renamed['conv1.weight'] == 'conv1.weight' and renamed['cls_token'] == 'cls_token'
+
+
+def test_converter_refuses_fused_blocks_that_make_no_conformer():
+    official = old_layout_state(Conformer(arch=TINY))
+    with pytest.raises(ValueError, match='conv_trans_7: a Conformer has a multiple of 3 blocks'):
+        convert_conformer({**official, 'conv_trans_7.cnn_block.conv1.weight': torch.zeros(1)})
+    with pytest.raises(ValueError, match='conv_trans_1.cnn_block.conv1.weight is not a block'):
+        convert_conformer({**official, 'conv_trans_1.cnn_block.conv1.weight': torch.zeros(1)})
 
 
 def test_converter_is_idempotent_and_keeps_fcu_down_norm_names():
@@ -216,7 +250,7 @@ def test_converter_is_idempotent_and_keeps_fcu_down_norm_names():
     converted = convert_conformer(mmpretrain_state(model))
     again = convert_conformer(converted)
     assert again.keys() == converted.keys() and all(again[k] is v for k, v in converted.items())
-    assert 'conv_trans_2.squeeze_block.ln.weight' in converted   # FCUDown's 'ln' is not a block norm
+    assert 'stages.0.blocks.0.squeeze_block.ln.weight' in converted   # FCUDown's 'ln' is not a block norm
 
 
 def test_init_cfg_loads_an_mmpretrain_file(tmp_path):
@@ -231,30 +265,34 @@ def test_init_cfg_loads_an_mmpretrain_file(tmp_path):
 
 def test_checkpoint_of_another_patch_size_is_refused_naming_the_shapes():
     p32 = convert_conformer(official_classifier_state(Conformer(arch=TINY_P32)))
-    with pytest.raises(CheckpointMismatchError, match=r'trans_patch_conv.weight: checkpoint \(32, 64, 8, 8\) '
-                                                      r'vs model \(32, 64, 4, 4\)'):
+    with pytest.raises(CheckpointMismatchError, match=r'stages\.0\.patch_embed\.weight: checkpoint '
+                                                      r'\(32, 64, 8, 8\) vs model \(32, 64, 4, 4\)'):
         load_state_dict_checked(Conformer(arch=TINY), p32)
 
 
 # --------------------------------------------------------------------------------------
 # Stage layout, stochastic depth, initialisation
 # --------------------------------------------------------------------------------------
-def test_stage_0_holds_the_patch_embedding_the_first_transformer_block_and_the_class_token():
+def test_stage_0_holds_the_first_block_and_the_class_token_is_frozen_with_it():
     """What frozen_stages freezes (the stem is conv1 + bn1); the class token, a parameter outside
     the stage modules, is frozen with stage 0 and stays so in training."""
     model = Conformer(arch=TINY, frozen_stages=1).train()
     assert model.stem_modules() == [model.conv1, model.bn1]
-    assert [list(s) for s in model.stage_modules()] == [
-        [model.conv_1, model.trans_patch_conv, model.trans_1, model.conv_trans_2],
-        [model.conv_trans_3, model.conv_trans_4], [model.conv_trans_5], [model.conv_trans_6]]
-    assert not model.cls_token.requires_grad and not model.trans_1.training
+    assert model.stage_modules() == list(model.stages)
+    first = model.stages[0]
+    assert [name for name, _ in first.named_children()] == ['cnn_block', 'patch_embed', 'trans_block', 'blocks']
+    assert [[name for name, _ in s.named_children()] for s in model.stages[1:]] == [['blocks']] * 3
+    assert [len(s.blocks) for s in model.stages] == [1, 2, 1, 1]   # blocks 2 | 3, 4 | 5 | 6
+    assert model.blocks() == [b for s in model.stages for b in s.blocks]
+    assert not model.cls_token.requires_grad and not first.trans_block.training
     assert Conformer(arch=TINY, frozen_stages=0).cls_token.requires_grad
 
 
 def test_drop_path_rises_linearly_over_the_transformer_blocks_only():
     with torch.device('meta'):
         model = Conformer(arch='tiny', drop_path_rate=0.3)
-    rates = [model.trans_1.drop_path.drop_prob] + [b.trans_block.drop_path.drop_prob for b in model.blocks()]
+    rates = [model.stages[0].trans_block.drop_path.drop_prob]
+    rates += [b.trans_block.drop_path.drop_prob for b in model.blocks()]
     assert rates == pytest.approx([0.3 * i / 11 for i in range(12)])
     assert not any(hasattr(m, 'drop_prob') for b in model.blocks() for m in b.cnn_block.modules())
 
@@ -262,9 +300,9 @@ def test_drop_path_rises_linearly_over_the_transformer_blocks_only():
 def test_default_init_is_the_official_one():
     model = Conformer(arch=TINY)
     model.init_weights()
-    fc1 = model.conv_trans_2.trans_block.mlp.fc1
+    fc1 = model.stages[0].blocks[0].trans_block.mlp.fc1
     assert fc1.weight.std().item() == pytest.approx(0.02, rel=0.15)
     assert torch.equal(fc1.bias, torch.zeros(128))
-    conv = model.conv_trans_4.cnn_block.conv3   # kaiming fan-out: std sqrt(2 / 32)
+    conv = model.stages[1].blocks[1].cnn_block.conv3   # block 4; kaiming fan-out: std sqrt(2 / 32)
     assert conv.weight.std().item() == pytest.approx(math.sqrt(2 / 32), rel=0.15)
     assert 0.005 < model.cls_token.std().item() < 0.05

@@ -7,6 +7,8 @@ import torch.nn as nn
 from mmhybrid.converters import CheckpointMismatchError, convert_conv2former, load_state_dict_checked
 from mmhybrid.models import Conv2Former
 
+from family_archs import old_layout_state
+
 TINY = dict(embed_dims=(16, 32, 48, 64), depths=(1, 2, 1, 1), kernel_size=5)
 HEAD_KEYS = ('head.0.weight', 'head.0.bias', 'head.2.weight', 'head.2.bias', 'pred.weight', 'pred.bias')
 
@@ -17,10 +19,10 @@ def official_head_params(last_dims: int, num_classes: int = 1000, head_dims: int
 
 
 def official_state(model: Conv2Former, seed: int = 0) -> dict:
-    """What an official (timm-style) file holds: the backbone keys plus the classification head."""
+    """What an official (timm-style) file holds: the backbone keys (official names) plus the classification head."""
     gen = torch.Generator().manual_seed(seed)
     state = {k: torch.randn(v.shape, generator=gen) if v.is_floating_point() else v
-             for k, v in model.state_dict().items() if not k.startswith('out_norms.')}
+             for k, v in old_layout_state(model).items() if not k.startswith('out_norms.')}
     last = model.stage_channels[-1]
     state.update({'head.0.weight': torch.randn(1280, last, 1, 1), 'head.0.bias': torch.zeros(1280),
                   'head.2.weight': torch.ones(1280), 'head.2.bias': torch.zeros(1280),
@@ -49,7 +51,7 @@ def test_aliases_custom_dicts_and_kernel_size_override():
     assert Conv2Former(arch=dict(embed_dims=16, depths=(1, 1, 1, 1))).out_channels == [16, 32, 64, 128]
     assert Conv2Former(arch=dict(embed_dims=16, depths=(1, 1, 1, 1))).kernel_size == 11
     model = Conv2Former(arch=TINY, kernel_size=7)
-    assert model.kernel_size == 7 and model.stages[0][0].attn.att[2].weight.shape[-2:] == (7, 7)
+    assert model.kernel_size == 7 and model.stages[0].blocks[0].attn.att[2].weight.shape[-2:] == (7, 7)
     with pytest.raises(ValueError, match='positive odd'):
         Conv2Former(arch=TINY, kernel_size=8)
     with pytest.raises(ValueError, match='differ in length'):
@@ -92,8 +94,23 @@ def test_converter_reads_timm_classification_detection_and_raw_files(wrap):
     converted = convert_conv2former(ckpt)
     assert not any(k.startswith(('head.', 'pred.')) for k in converted)
     load_state_dict_checked(model, converted)
-    key = 'stages.1.1.attn.att.2.weight'
-    assert torch.equal(model.state_dict()[key], official[key])
+    assert torch.equal(model.state_dict()['stages.1.blocks.1.attn.att.2.weight'],
+                       official['stages.1.1.attn.att.2.weight'])
+
+
+def test_converter_maps_the_official_layout_to_the_stem_and_the_stages():
+    model = Conv2Former(arch=TINY)
+    official = official_state(model)
+    converted = convert_conv2former(official)
+    assert list(converted) == list(model.state_dict())
+    renamed = {official_key: key for official_key, key in zip(official, converted)}
+    for official_key, key in (('downsample_layers.0.0.weight', 'stem.0.weight'),
+                              ('downsample_layers.0.5.running_var', 'stem.5.running_var'),
+                              ('downsample_layers.1.0.weight', 'stages.1.downsample.0.weight'),
+                              ('downsample_layers.3.1.bias', 'stages.3.downsample.1.bias'),
+                              ('stages.0.0.layer_scale_1', 'stages.0.blocks.0.layer_scale_1'),
+                              ('stages.1.1.mlp.fc2.weight', 'stages.1.blocks.1.mlp.fc2.weight')):
+        assert renamed[official_key] == key
 
 
 def test_converter_renames_the_old_modulation_branch_and_is_idempotent():
@@ -115,9 +132,8 @@ def test_init_cfg_loads_an_official_file_and_prefers_its_ema_weights(tmp_path):
     torch.save({'epoch': 299, 'state_dict': raw, 'state_dict_ema': ema, 'version': 2}, path)
     model = Conv2Former(arch=TINY, init_cfg=dict(type='Pretrained', checkpoint=str(path)))
     model.init_weights()
-    key = 'downsample_layers.0.2.running_var'
-    assert torch.equal(model.state_dict()[key], ema[key])
-    assert torch.equal(model.stages[3][0].layer_scale_2, ema['stages.3.0.layer_scale_2'])
+    assert torch.equal(model.state_dict()['stem.2.running_var'], ema['downsample_layers.0.2.running_var'])
+    assert torch.equal(model.stages[3].blocks[0].layer_scale_2, ema['stages.3.0.layer_scale_2'])
 
 
 def test_checkpoint_with_other_kernel_size_is_refused_naming_both_sizes(tmp_path):
@@ -133,12 +149,12 @@ def test_checkpoint_with_other_kernel_size_is_refused_naming_both_sizes(tmp_path
         eleven.load_state_dict(convert_conv2former(seven))
     right = Conv2Former(arch=TINY, kernel_size=7, init_cfg=dict(type='Pretrained', checkpoint=str(path)))
     right.init_weights()
-    assert torch.equal(right.stages[2][0].attn.att[2].weight, seven['stages.2.0.attn.att.2.weight'])
+    assert torch.equal(right.stages[2].blocks[0].attn.att[2].weight, seven['stages.2.0.attn.att.2.weight'])
 
 
 def test_checkpoint_of_another_depth_is_refused_by_the_strict_loader():
     deeper = Conv2Former(arch=dict(TINY, depths=(1, 2, 2, 1)))
-    with pytest.raises(CheckpointMismatchError, match=r'not in model: stages\.2\.1\.'):
+    with pytest.raises(CheckpointMismatchError, match=r'not in model: stages\.2\.blocks\.1\.'):
         load_state_dict_checked(Conv2Former(arch=TINY), convert_conv2former(official_state(deeper)))
 
 
@@ -169,7 +185,7 @@ def test_out_norms_are_new_layers_when_loading_an_imagenet_file(tmp_path):
     model.init_weights()
     assert torch.equal(model.out_norms['2'].weight, torch.ones(48))
     official = torch.load(path)['state_dict']
-    assert torch.equal(model.stages[0][0].attn.v.weight, official['stages.0.0.attn.v.weight'])
+    assert torch.equal(model.stages[0].blocks[0].attn.v.weight, official['stages.0.0.attn.v.weight'])
 
 
 # --------------------------------------------------------------------------------------
@@ -178,27 +194,29 @@ def test_out_norms_are_new_layers_when_loading_an_imagenet_file(tmp_path):
 def test_the_stem_is_the_first_downsampling_layer_and_later_stages_start_with_theirs():
     """What frozen_stages freezes and layer decay groups: the stem holds the BatchNorms."""
     model = Conv2Former(arch=TINY, frozen_stages=2)
-    assert model.stem_modules() == [model.downsample_layers[0]]
-    stages = model.stage_modules()
-    assert stages[0] is model.stages[0]
-    assert [list(s) for s in stages[1:]] == [[model.downsample_layers[i], model.stages[i]] for i in range(1, 4)]
-    assert not any(p.requires_grad for p in model.downsample_layers[1].parameters())
-    assert all(p.requires_grad for p in model.downsample_layers[2].parameters())
-    stem = set(model.downsample_layers[0].modules())   # the only BatchNorms (norm_eval's): the stem's two
+    assert model.stem_modules() == [model.stem]
+    assert model.stage_modules() == list(model.stages)
+    assert model.stages[0].downsample is None
+    assert [[name for name, _ in s.named_children()] for s in model.stages] == [['blocks']] + [
+        ['downsample', 'blocks']] * 3
+    assert [len(s.blocks) for s in model.stages] == [1, 2, 1, 1]
+    assert not any(p.requires_grad for p in model.stages[1].downsample.parameters())
+    assert all(p.requires_grad for p in model.stages[2].downsample.parameters())
+    stem = set(model.stem.modules())   # the only BatchNorms (norm_eval's): the stem's two
     assert [m in stem for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)] == [True, True]
 
 
 def test_drop_path_rises_linearly_over_all_blocks():
     with torch.device('meta'):
         model = Conv2Former(arch='tiny', drop_path_rate=0.3)
-    rates = [getattr(b.drop_path, 'drop_prob', 0.0) for stage in model.stages for b in stage]
+    rates = [getattr(b.drop_path, 'drop_prob', 0.0) for stage in model.stages for b in stage.blocks]
     assert rates == pytest.approx([0.3 * i / 20 for i in range(21)])
 
 
 def test_default_init_uses_official_layer_scales_and_std_002_convs():
     model = Conv2Former(arch=TINY)
     model.init_weights()
-    block = model.stages[1][0]
+    block = model.stages[1].blocks[0]
     assert torch.equal(block.layer_scale_1, torch.full((32, ), 1e-6))
     # timm's trunc_normal_(std=.02) cuts at +-2 absolute: in effect a plain normal of std 0.02
     assert block.mlp.fc1.weight.std().item() == pytest.approx(0.02, rel=0.15)
@@ -239,4 +257,4 @@ def test_fused_path_is_not_taken_in_training_or_under_autocast(monkeypatch):
     assert not calls
     with torch.no_grad():
         model.eval()(torch.randn(1, 3, 32, 32))
-    assert len(calls) == sum(len(s) for s in model.stages)
+    assert len(calls) == sum(len(s.blocks) for s in model.stages)

@@ -36,14 +36,15 @@ def lr_and_wd(wrapper):
 def test_layer_wise_ids_follow_convnext_and_spread_stage_2_blocks():
     model = conv2former()
     ids = {n: model.layer_decay_id(n, 6) for n, _ in model.named_parameters()}
-    assert {ids[n] for n in ids if n.startswith('downsample_layers.0.')} == {0}
+    assert {ids[n] for n in ids if n.startswith('stem.')} == {0}
     assert {ids[n] for n in ids if n.startswith('stages.0.')} == {1}
-    assert {ids[n] for n in ids if n.startswith(('downsample_layers.1.', 'stages.1.'))} == {2}
-    assert {ids[n] for n in ids if n.startswith('downsample_layers.2.')} == {3}
+    assert {ids[n] for n in ids if n.startswith('stages.1.')} == {2}   # its downsampling and blocks
+    assert {ids[n] for n in ids if n.startswith('stages.2.downsample.')} == {3}
     # 12 blocks over ids 3, 4, 5: four each, in order
-    stage2 = [ids[f'stages.2.{j}.layer_scale_1'] for j in range(12)]
+    stage2 = [ids[f'stages.2.blocks.{j}.layer_scale_1'] for j in range(12)]
     assert stage2 == [3] * 4 + [4] * 4 + [5] * 4
-    assert {ids[n] for n in ids if n.startswith(('downsample_layers.3.', 'stages.3.'))} == {6}
+    assert {ids[n] for n in ids if n.startswith('stages.3.')} == {6}
+    assert {n.split('.')[0] for n in ids} == {'stem', 'stages'}
 
 
 def test_layer_wise_spread_equals_convnext_rule_for_its_depths():
@@ -51,24 +52,24 @@ def test_layer_wise_spread_equals_convnext_rule_for_its_depths():
     for blocks, num_layers in ((9, 6), (27, 12)):
         model = MODELS.build(dict(type='mmhybrid.Conv2Former', arch=dict(
             embed_dims=8, depths=(1, 1, blocks, 1), kernel_size=3)))
-        got = [model.layer_decay_id(f'stages.2.{j}.layer_scale_1', num_layers) for j in range(blocks)]
+        got = [model.layer_decay_id(f'stages.2.blocks.{j}.layer_scale_1', num_layers) for j in range(blocks)]
         assert got == [3 + j // 3 for j in range(blocks)]
 
 
 def test_stage_wise_ids_put_every_downsampling_at_the_stem_as_convnext():
     model = conv2former()
     for name, _ in model.named_parameters():
-        want = 0 if name.startswith('downsample_layers.') else int(name.split('.')[1]) + 1
+        want = 0 if name.startswith('stem.') or '.downsample.' in name else int(name.split('.')[1]) + 1
         assert model.layer_decay_id(name, 6, 'stage_wise') == want, name
 
 
 def test_group_lrs_scale_from_stem_to_heads_and_1d_params_get_no_weight_decay():
     wrapper = build(Detector(conv2former(out_norms=True)))
     got = lr_and_wd(wrapper)
-    assert got['backbone.downsample_layers.0.0.weight'] == (0.5 ** 7, 0.05)
-    assert got['backbone.downsample_layers.0.2.weight'] == (0.5 ** 7, 0.0)   # BN scale: 1-D
-    assert got['backbone.stages.3.0.attn.att.0.weight'] == (0.5, 0.05)
-    assert got['backbone.stages.3.0.layer_scale_1'] == (0.5, 0.0)
+    assert got['backbone.stem.0.weight'] == (0.5 ** 7, 0.05)
+    assert got['backbone.stem.2.weight'] == (0.5 ** 7, 0.0)   # BN scale: 1-D
+    assert got['backbone.stages.3.blocks.0.attn.att.0.weight'] == (0.5, 0.05)
+    assert got['backbone.stages.3.blocks.0.layer_scale_1'] == (0.5, 0.0)
     assert got['backbone.out_norms.0.weight'] == (1.0, 0.0)                 # new layers: head rate
     assert got['head.weight'] == (1.0, 0.05)
     assert got['head.bias'] == (1.0, 0.0)
@@ -77,15 +78,15 @@ def test_group_lrs_scale_from_stem_to_heads_and_1d_params_get_no_weight_decay():
 def test_frozen_parameters_are_left_out():
     model = Detector(conv2former(frozen_stages=1))
     names = set(lr_and_wd(build(model)))
-    assert not any(n.startswith(('backbone.downsample_layers.0.', 'backbone.stages.0.')) for n in names)
-    assert 'backbone.stages.1.0.layer_scale_1' in names
+    assert not any(n.startswith(('backbone.stem.', 'backbone.stages.0.')) for n in names)
+    assert 'backbone.stages.1.downsample.1.weight' in names and 'backbone.stages.1.blocks.0.layer_scale_1' in names
 
 
 def test_one_step_uses_the_scaled_rates():
     torch.manual_seed(0)
     model = Detector(conv2former())
     wrapper = build(model, decay_rate=0.1)
-    stem_w = model.backbone.downsample_layers[0][0].weight
+    stem_w = model.backbone.stem[0].weight
     head_w = model.head.weight
     before = stem_w.detach().clone(), head_w.detach().clone()
     model.head(model.backbone(torch.randn(1, 3, 64, 64))[0]).square().mean().backward()

@@ -9,6 +9,7 @@ from .cloformer import convert_cloformer
 from .conformer import convert_conformer
 from .conv2former import convert_conv2former
 from .crossformer import convert_crossformer
+from .crossformer_pp import convert_crossformer_pp
 from .cvt import convert_cvt
 
 
@@ -21,6 +22,6 @@ def __getattr__(name):
 
 __all__ = [
     'CONVERTERS', 'CheckpointMismatchError', 'check_state_dict', 'convert_cloformer', 'convert_conformer',
-    'convert_conv2former', 'convert_crossformer', 'convert_cvt', 'load_state_dict_checked', 'strip_prefix',
-    'unwrap_state_dict'
+    'convert_conv2former', 'convert_crossformer', 'convert_crossformer_pp', 'convert_cvt', 'load_state_dict_checked',
+    'strip_prefix', 'unwrap_state_dict'
 ]

@@ -3,6 +3,7 @@ from .cloformer import CloFormer
 from .conformer import Conformer
 from .conv2former import Conv2Former
 from .crossformer import CrossFormer
+from .crossformer_pp import CrossFormerPP
 from .cvt import CvT
 
-__all__ = ['CloFormer', 'Conformer', 'Conv2Former', 'CrossFormer', 'CvT']
+__all__ = ['CloFormer', 'Conformer', 'Conv2Former', 'CrossFormer', 'CrossFormerPP', 'CvT']

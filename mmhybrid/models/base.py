@@ -216,15 +216,32 @@ def _pretrained_to_init_cfg(name: str, pretrained: Optional[str], init_cfg: Opti
     return dict(type='Pretrained', checkpoint=pretrained)
 
 
+def _rename_legacy_keys(module: 'HybridBackbone', state_dict, prefix, local_metadata, strict, missing_keys,
+                        unexpected_keys, error_msgs) -> None:
+    """load_state_dict pre-hook of every backbone: keys of an earlier layout (``module.legacy_key``) get
+    their current names, in the dict being loaded (a copy that every loader makes), before anything loads."""
+    renames = {}
+    for key in state_dict:
+        if key.startswith(prefix):
+            new = module.legacy_key(key[len(prefix):])
+            if new is not None:
+                renames[key] = prefix + new
+    for old, new in renames.items():
+        if new not in state_dict:   # a dict that has both keeps the old key: the strict load names it
+            state_dict[new] = state_dict.pop(old)
+
+
 class HybridBackbone(BaseModule):
     """Base class of the mmhybrid backbones.
 
     A family subclass builds its modules, then calls :meth:`_finish_init`, and
     implements :meth:`_default_init` (and :meth:`stem_modules` /
-    :meth:`stage_modules` when its modules are not ``patch_embed`` / ``layers``).
-    Its forward calls :meth:`check_input` first, runs blocks through
-    :meth:`run_block` so that ``with_cp`` applies, and returns through
-    :meth:`finish_outputs`.
+    :meth:`stage_modules` when its modules are not ``patch_embed`` / ``layers``:
+    registered submodules, one per stage). Its forward calls :meth:`check_input`
+    first, runs blocks through :meth:`run_block` so that ``with_cp`` applies, and
+    returns through :meth:`finish_outputs`. A family whose module names changed
+    maps the earlier ones in :meth:`legacy_key`, so state dicts saved before
+    still load (``load_state_dict``, mmengine's ``load_from``/``resume``).
 
     The arguments below are those of every family; a family's constructor takes
     its own arguments and passes these on as keywords.
@@ -289,6 +306,7 @@ class HybridBackbone(BaseModule):
         self.with_cp = with_cp
         self._out_norms_arg = out_norms
         self._weights_loaded = False
+        self.register_load_state_dict_pre_hook(_rename_legacy_keys)
 
     @property
     def norm_eval(self) -> bool:
@@ -328,6 +346,23 @@ class HybridBackbone(BaseModule):
 
     def _default_init(self) -> None:
         """The family's own random initialisation."""
+
+    def legacy_key(self, key: str) -> Optional[str]:
+        """The current name of a state-dict key of an earlier mmhybrid layout of this family.
+
+        Every load of a state dict (``load_state_dict``, mmengine's ``load_from``
+        and ``resume``, also of whole detectors) renames the keys for which this
+        returns a name, unless the dict already has that name; so files saved
+        before a family's modules were renamed keep loading. By default nothing
+        is renamed.
+
+        Args:
+            key: a key relative to the backbone (no ``backbone.`` prefix).
+
+        Returns:
+            The key's current name, or None when it is not a key of an earlier layout.
+        """
+        return None
 
     # -- shared behaviour -----------------------------------------------------------
     def _finish_init(self, stage_channels: Sequence[int], stage_strides: Sequence[int]) -> None:

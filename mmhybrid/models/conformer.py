@@ -9,11 +9,13 @@ and 12 (strides 4, 8, 16, 32; channels C1, C2, C3, C3).
 
 Reads top-down: conv + BatchNorm (folded when the statistics are frozen), the
 upsample-add of the coupling, the bottleneck, the two coupling units, the
-transformer block, the fused block, the backbone. Module and parameter names
-are the official ones (``conv1``, ``bn1``, ``conv_1``, ``trans_patch_conv``,
-``trans_1``, ``conv_trans_{i}.{cnn_block, fusion_block, squeeze_block,
-expand_block, trans_block}``), so official checkpoints load after dropping the
-classification heads.
+transformer block, the fused block, the stage, the backbone. Each output stage is
+one module (``stages.i``, see ``Conformer``); inside the blocks the names are the
+official ones (``cnn_block``, ``fusion_block``, ``squeeze_block``, ``expand_block``,
+``trans_block``). The converter maps the official top-level names (``conv_1``,
+``trans_patch_conv``, ``trans_1``, ``conv_trans_{i}``), and files saved by
+earlier mmhybrid versions, which kept them, load as they are
+(``Conformer.legacy_key``).
 
 Differences from the official code that do not change its results where it runs
 (``ceil(H / 4)`` and ``ceil(W / 4)`` multiples of ``patch_size / 4``):
@@ -39,14 +41,14 @@ Differences from the official code that do not change its results where it runs
   contiguous NCHW tensors.
 """
 import math
-from typing import List, Optional, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.model.weight_init import trunc_normal_
 
-from ..converters.conformer import convert_conformer
+from ..converters.conformer import convert_conformer, official_to_layout, stage_ends
 from ..registry import MODELS
 from .base import HybridBackbone
 from .layers import (DropPath, Mlp, bn_affine, conv_bn, drop_path_rates, has_hooks, pad_bottom_right,
@@ -308,6 +310,36 @@ class ConvTransBlock(nn.Module):
 
 
 # --------------------------------------------------------------------------------------
+# Stage
+# --------------------------------------------------------------------------------------
+class ConformerStage(nn.Module):
+    """One output stage: fused blocks, after which the stage's CNN map is returned.
+
+    Stage 0 begins with the network's first block, which has no coupling yet: a
+    bottleneck on the stem output (``cnn_block``, official ``conv_1``), the patch
+    embedding of the stem output (``patch_embed``, official ``trans_patch_conv``)
+    and a transformer block on the patch tokens with the class token in front
+    (``trans_block``, official ``trans_1``). A container: the backbone runs its
+    parts, so that ``with_cp`` applies per block.
+
+    Args:
+        blocks (Sequence[ConvTransBlock]): The stage's fused blocks, in order.
+        cnn_block (ConvBlock, optional): Stage 0's first bottleneck; None in the other stages.
+        patch_embed (nn.Conv2d, optional): Stage 0's patch embedding; None in the other stages.
+        trans_block (TransformerBlock, optional): Stage 0's first transformer block; None in the
+            other stages.
+    """
+
+    def __init__(self, blocks: Sequence[ConvTransBlock], cnn_block: Optional[ConvBlock] = None,
+                 patch_embed: Optional[nn.Conv2d] = None, trans_block: Optional[TransformerBlock] = None):
+        super().__init__()
+        self.cnn_block = cnn_block
+        self.patch_embed = patch_embed
+        self.trans_block = trans_block
+        self.blocks = nn.ModuleList(blocks)
+
+
+# --------------------------------------------------------------------------------------
 # Backbone
 # --------------------------------------------------------------------------------------
 @MODELS.register_module()
@@ -315,11 +347,23 @@ class Conformer(HybridBackbone):
     """Conformer backbone: the CNN branch's maps at strides 4, 8, 16, 32 (official detection backbone).
 
     The whole coupled network runs (both branches, both coupling units at every
-    block). Stage 0 is ``conv_1``, the patch embedding, ``trans_1`` and the
-    fused blocks up to ``depth / 3``; stages 1 and 2 end after blocks
-    ``2 * depth / 3`` and ``depth - 1`` (C2 and C3 channels); stage 3 is the
-    last block (stride 2, C3 channels). With the default depth 12 the maps
-    come after blocks 4, 8, 11 and 12.
+    block). Stage 0 is the first (uncoupled) block and the fused blocks up to
+    ``depth / 3``; stages 1 and 2 end after blocks ``2 * depth / 3`` and
+    ``depth - 1`` (C2 and C3 channels); stage 3 is the last block (stride 2,
+    C3 channels). With the default depth 12 the maps come after blocks 4, 8,
+    11 and 12.
+
+    Layout (the official names in brackets; depth 12):
+
+    * ``conv1``, ``bn1``: the stem (a 7x7 stride-2 conv and its BatchNorm, then
+      max-pooling), as in ResNet;
+    * ``cls_token``: the transformer branch's class token, as in ViT;
+    * ``stages.i``: one :class:`ConformerStage` per output stage. Stage 0 holds
+      the first block, ``stages.0.cnn_block`` (``conv_1``), ``stages.0.patch_embed``
+      (``trans_patch_conv``) and ``stages.0.trans_block`` (``trans_1``); the fused
+      blocks are ``stages.i.blocks.j`` (``conv_trans_2..4`` in stage 0, ``5..8``
+      in stage 1, ``9..11`` in stage 2, ``12`` in stage 3);
+    * ``out_norms.i``: the optional output norms (not in the official network).
 
     Args:
         arch (str | dict): 'tiny' (Ti/16), 'small' (S/16), 'small_p32' (S/32, the
@@ -337,8 +381,7 @@ class Conformer(HybridBackbone):
             ``(B, embed_dims, ceil(H / patch), ceil(W / patch))`` map and the
             class token ``(B, embed_dims)``, both without a norm. Default: False.
         frozen_stages (int): -1 none, 0 the stem (``conv1``, ``bn1``), k the stem
-            and stages 0..k-1 (stage 0 includes ``cls_token``, the patch
-            embedding and ``trans_1``). The official detection code's
+            and stages 0..k-1 (with stage 0 also ``cls_token``). The official detection code's
             ``frozen_stages=1`` (its recipe) freezes only the stem: here 0.
             Default: -1.
         norm_eval (bool, optional): Keep every BatchNorm in eval mode (frozen
@@ -388,40 +431,44 @@ class Conformer(HybridBackbone):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, self.embed_dims))
         self.conv1 = nn.Conv2d(self.in_channels, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)   # eps 1e-5 here (official), 1e-6 in the blocks
-        self.conv_1 = ConvBlock(64, c1, res_conv=True)
-        self.trans_patch_conv = nn.Conv2d(64, self.embed_dims, dw, stride=dw)
-        self.trans_1 = TransformerBlock(self.embed_dims, spec['num_heads'], mlp_ratio, drop_path=rates[0])
-        # fused blocks 2..depth; a stage's first block halves the map and doubles the width
-        self.block_ids = list(range(2, depth + 1))
-        for i in self.block_ids:
-            stage = (i - 1) // per_stage  # 0, 1, 2 for the three widths
-            width = c1 * 2**stage
-            first = i == stage * per_stage + 1 and stage > 0
-            self.add_module(f'conv_trans_{i}', ConvTransBlock(
-                width // 2 if first else width, width, self.embed_dims, spec['num_heads'],
-                stride=2 if first else 1, res_conv=first, dw_stride=dw // 2**stage, mlp_ratio=mlp_ratio,
-                drop_path=rates[i - 1], last_fusion=i == depth))
-        # the blocks after which each output stage ends
-        self.stage_ends = (per_stage, 2 * per_stage, depth - 1, depth)
+
+        def fused_block(i: int) -> ConvTransBlock:
+            """Block i (2..depth); a width's first block halves the map and doubles the width."""
+            width_index = (i - 1) // per_stage  # 0, 1, 2 for the three widths
+            width = c1 * 2**width_index
+            widens = i == width_index * per_stage + 1 and width_index > 0
+            return ConvTransBlock(
+                width // 2 if widens else width, width, self.embed_dims, spec['num_heads'],
+                stride=2 if widens else 1, res_conv=widens, dw_stride=dw // 2**width_index, mlp_ratio=mlp_ratio,
+                drop_path=rates[i - 1], last_fusion=i == depth)
+
+        # the blocks (1..depth, block 1 the uncoupled first one) after which each output stage ends
+        self.stage_ends = stage_ends(depth)
+        first = dict(cnn_block=ConvBlock(64, c1, res_conv=True),
+                     patch_embed=nn.Conv2d(64, self.embed_dims, dw, stride=dw),
+                     trans_block=TransformerBlock(self.embed_dims, spec['num_heads'], mlp_ratio, drop_path=rates[0]))
+        starts = (2, ) + tuple(end + 1 for end in self.stage_ends[:-1])
+        self.stages = nn.ModuleList(
+            ConformerStage([fused_block(i) for i in range(start, end + 1)], **(first if k == 0 else {}))
+            for k, (start, end) in enumerate(zip(starts, self.stage_ends)))
         self._finish_init((c1, 2 * c1, 4 * c1, 4 * c1), (4, 8, 16, 32))
 
     # -- structure --------------------------------------------------------------------
     def blocks(self) -> List[ConvTransBlock]:
-        """The fused blocks ``conv_trans_2 .. conv_trans_{depth}`` in order."""
-        return [getattr(self, f'conv_trans_{i}') for i in self.block_ids]
+        """The fused blocks (official ``conv_trans_2 .. conv_trans_{depth}``) in order."""
+        return [block for stage in self.stages for block in stage.blocks]
 
     def stem_modules(self) -> List[nn.Module]:
         return [self.conv1, self.bn1]
 
     def stage_modules(self) -> List[nn.Module]:
-        starts = (1, ) + tuple(end + 1 for end in self.stage_ends[:-1])
-        stages = []
-        for k, (start, end) in enumerate(zip(starts, self.stage_ends)):
-            modules = [getattr(self, f'conv_trans_{i}') for i in range(max(start, 2), end + 1)]
-            if k == 0:
-                modules = [self.conv_1, self.trans_patch_conv, self.trans_1] + modules
-            stages.append(nn.ModuleList(modules))
-        return stages
+        return list(self.stages)
+
+    def legacy_key(self, key: str) -> Optional[str]:
+        """Earlier mmhybrid versions kept the official names (``conv_1``, ``trans_patch_conv``,
+        ``trans_1``, ``conv_trans_{i}``)."""
+        new = official_to_layout(key, self.depth)
+        return new if new != key else None
 
     def _freeze_stages(self) -> None:
         super()._freeze_stages()
@@ -455,17 +502,17 @@ class Conformer(HybridBackbone):
         x_base = F.max_pool2d(conv_bn_act(x, self.conv1, self.bn1), 3, 2, 1).relu_()
         dw = self.patch_size // 4
 
-        x = self.run_block(self.conv_1, x_base)[0]
-        x_t = self.trans_patch_conv(pad_bottom_right(x_base, dw, dw)).flatten(2).transpose(1, 2)
-        x_t = self.run_block(self.trans_1, torch.cat([self.cls_token.expand(b, -1, -1), x_t], dim=1))
+        first = self.stages[0]
+        x = self.run_block(first.cnn_block, x_base)[0]
+        x_t = first.patch_embed(pad_bottom_right(x_base, dw, dw)).flatten(2).transpose(1, 2)
+        x_t = self.run_block(first.trans_block, torch.cat([self.cls_token.expand(b, -1, -1), x_t], dim=1))
         outs = []
-        # no block after the last output stage, unless the final tokens are wanted
-        last = self.depth if self.with_tokens else self.stage_ends[self.out_indices[-1]]
-        for i, block in zip(self.block_ids, self.blocks()):
-            if i > last:
-                break
-            x, x_t = self.run_block(block, x, x_t, grid)
-            if i in self.stage_ends and self.stage_ends.index(i) in self.out_indices:
+        # no stage after the last output stage, unless the final tokens are wanted
+        last = len(self.stages) - 1 if self.with_tokens else self.out_indices[-1]
+        for i in range(last + 1):
+            for block in self.stages[i].blocks:
+                x, x_t = self.run_block(block, x, x_t, grid)
+            if i in self.out_indices:
                 outs.append(x.contiguous())
         if self.with_tokens:
             patches = x_t[:, 1:].transpose(1, 2).reshape(b, self.embed_dims, *grid)

@@ -1,9 +1,11 @@
 """Conv2Former (Hou et al., TPAMI 2024) as a dense-prediction backbone.
 
 Reads top-down: stem, downsampling, convolutional modulation, MLP, block,
-backbone. Module and parameter names are the official ones
-(``downsample_layers.*``, ``stages.i.j.*``), so official checkpoints load after
-dropping the classification head.
+stage, backbone. The modules are laid out as timm's ConvNeXt (``stem``,
+``stages.i.downsample``, ``stages.i.blocks.j``); the converter maps the official
+names (``downsample_layers.i``, ``stages.i.j``), and files saved by earlier
+mmhybrid versions, which kept the official names, load as they are
+(``Conv2Former.legacy_key``).
 
 Differences from the official (classification) code that do not change its
 results where it runs:
@@ -22,13 +24,13 @@ results where it runs:
 * a checkpoint whose depthwise kernels have another size than ``kernel_size`` is
   refused by naming both sizes.
 """
-from typing import List, Optional, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 
 from ..converters.common import CheckpointMismatchError
-from ..converters.conv2former import convert_conv2former
+from ..converters.conv2former import convert_conv2former, official_to_layout
 from ..registry import MODELS
 from .base import HybridBackbone
 from .layers import (DropPath, LayerNorm2d, drop_path_rates, onednn_conv, onednn_conv_binary,
@@ -41,7 +43,8 @@ from .layers import (DropPath, LayerNorm2d, drop_path_rates, onednn_conv, onednn
 class ConvStem(nn.Sequential):
     """Stride-4 stem: conv3x3 s2 -> GELU -> BN -> conv3x3 -> GELU -> BN -> conv2x2 s2.
 
-    Official indices (0..6) are kept, so the weights are ``downsample_layers.0.{0,2,3,5,6}``.
+    Official indices (0..6) are kept, so the weights are ``stem.{0,2,3,5,6}`` (official
+    ``downsample_layers.0.{0,2,3,5,6}``).
     The 3x3 stride-2 conv already gives ``ceil(H / 2)``; an odd map is padded
     before the last conv.
 
@@ -65,7 +68,8 @@ class ConvStem(nn.Sequential):
 
 
 class Downsample(nn.Sequential):
-    """Between stages: channels-first LayerNorm, then conv2x2 stride 2 (``downsample_layers.i.{0,1}``).
+    """Between stages: channels-first LayerNorm, then conv2x2 stride 2 (``stages.i.downsample.{0,1}``;
+    official ``downsample_layers.i.{0,1}``).
 
     Odd maps are padded after the norm, so the padding is a zero input of the
     convolution, as a convolution's own zero padding would be.
@@ -190,6 +194,25 @@ class Conv2FormerBlock(nn.Module):
         return onednn_conv_binary(y, x, mlp.fc2, 'add', mlp.fc2.weight * ls[:, None, None, None], mlp.fc2.bias * ls)
 
 
+class Conv2FormerStage(nn.Module):
+    """One stage: the downsampling layer that starts it (none in stage 0, which follows the stem),
+    then its blocks. A container: the backbone runs its parts, so that ``with_cp`` applies per block.
+
+    Args:
+        in_dims (int, optional): Width of the previous stage; None for stage 0 (no downsampling).
+        dims (int): Width of the stage.
+        kernel_size (int): Depthwise kernel of the modulation.
+        mlp_ratio (int): MLP hidden width / width.
+        drop_paths (Sequence[float]): Stochastic depth of each block (one block per entry).
+    """
+
+    def __init__(self, in_dims: Optional[int], dims: int, kernel_size: int, mlp_ratio: int,
+                 drop_paths: Sequence[float]):
+        super().__init__()
+        self.downsample = Downsample(in_dims, dims) if in_dims is not None else None
+        self.blocks = nn.Sequential(*(Conv2FormerBlock(dims, kernel_size, mlp_ratio, rate) for rate in drop_paths))
+
+
 # --------------------------------------------------------------------------------------
 # Kernel size of a checkpoint
 # --------------------------------------------------------------------------------------
@@ -209,7 +232,8 @@ def _kernel_size_problem(model: 'Conv2Former', state, prefix: str = '',
     if not found:
         return ''
     sizes = ', '.join(f'{k}x{k}' for k in found)
-    return (f'{source} has {sizes} depthwise kernels in its modulation branches (stages.*.*.{_KERNEL_KEY}), '
+    return (f'{source} has {sizes} depthwise kernels in its modulation branches '
+            f'(stages.*.blocks.*.{_KERNEL_KEY}), '
             f'but this Conv2Former ({model.arch_name}) is built with kernel_size={model.kernel_size} '
             f'({model.kernel_size}x{model.kernel_size}). Build the backbone with kernel_size={found[0]} '
             'to load it (the official code builds N and the ImageNet-22k B model with 7, '
@@ -232,7 +256,17 @@ class Conv2Former(HybridBackbone):
     """Conv2Former backbone returning multi-scale NCHW maps (strides 4, 8, 16, 32).
 
     The stage maps are the official ones: each stage's output before the next
-    downsampling layer. The network runs in channels_last memory layout: on CPU
+    downsampling layer.
+
+    Layout (timm's ConvNeXt; the official names in brackets):
+
+    * ``stem``: the stride-4 convolutional stem (``downsample_layers.0``);
+    * ``stages.i``: one :class:`Conv2FormerStage` per output stage, with
+      ``stages.i.downsample`` (``downsample_layers.i``; None in stage 0) and the
+      blocks ``stages.i.blocks.j`` (``stages.i.j``);
+    * ``out_norms.i``: the optional output norms (not in the official network).
+
+    The network runs in channels_last memory layout: on CPU
     the LayerNorms then need no copies and the MLP's depthwise 3x3 conv is many
     times faster than in NCHW (Conv2Former-T at 256x256, one thread: 187 ms vs
     236 ms); the returned maps are ordinary contiguous NCHW tensors.
@@ -289,21 +323,23 @@ class Conv2Former(HybridBackbone):
             raise ValueError(f'kernel_size must be a positive odd int, got {self.kernel_size!r}.')
         mlp_ratio = spec.get('mlp_ratio', 4)
 
-        self.downsample_layers = nn.ModuleList([ConvStem(self.in_channels, dims[0])])
-        self.downsample_layers.extend(Downsample(dims[i], dims[i + 1]) for i in range(len(dims) - 1))
+        self.stem = ConvStem(self.in_channels, dims[0])
         self.stages = nn.ModuleList(
-            nn.Sequential(*(Conv2FormerBlock(dims[i], self.kernel_size, mlp_ratio, rate) for rate in rates))
+            Conv2FormerStage(dims[i - 1] if i else None, dims[i], self.kernel_size, mlp_ratio, rates)
             for i, rates in enumerate(drop_path_rates(drop_path_rate, depths)))
         self._finish_init(dims, [4 * 2**i for i in range(len(dims))])
         self.register_load_state_dict_pre_hook(_refuse_other_kernel_size)
 
     def stem_modules(self) -> List[nn.Module]:
-        return [self.downsample_layers[0]]
+        return [self.stem]
 
     def stage_modules(self) -> List[nn.Module]:
-        # stage i >= 1 starts with its downsampling layer (stage 0's is the stem)
-        return [self.stages[0]] + [nn.ModuleList([self.downsample_layers[i], self.stages[i]])
-                                   for i in range(1, len(self.stages))]
+        return list(self.stages)
+
+    def legacy_key(self, key: str) -> Optional[str]:
+        """Earlier mmhybrid versions kept the official names (``downsample_layers.i``, ``stages.i.j``)."""
+        new = official_to_layout(key)
+        return new if new != key else None
 
     def _default_init(self) -> None:
         for m in self.modules():
@@ -320,8 +356,8 @@ class Conv2Former(HybridBackbone):
 
         'stage_wise' (ConvNeXt's UperNet): every downsampling layer and the stem
         0, stage i's blocks i + 1.
-        'layer_wise' (ConvNeXt's detectors): stem 0, stage 0 1, stage 1 and its
-        downsampling 2, stage 2's downsampling 3 and its blocks spread evenly
+        'layer_wise' (ConvNeXt's detectors): stem 0, stage 0 1, stage 1 (its
+        downsampling and blocks) 2, stage 2's downsampling 3 and its blocks spread evenly
         over ids 3..num_layers-1 (ConvNeXt's ``3 + j // 3`` is this spread for
         its 9 and 27 blocks with num_layers 6 and 12), stage 3 and its
         downsampling ``num_layers``. The output norms are new layers, not in the
@@ -339,17 +375,18 @@ class Conv2Former(HybridBackbone):
                              f'got {len(self.stages)} stages and num_layers={num_layers}.')
         if parts[0] == 'out_norms':
             return num_layers + 1
-        if parts[0] in ('downsample_layers', 'stages'):
-            kind, stage = parts[0], int(parts[1])
-            block = int(parts[2]) if kind == 'stages' else None
+        if parts[0] == 'stem':   # the official downsample_layers.0
+            kind, stage = 'downsample', 0
+        elif parts[0] == 'stages' and len(parts) > 3 and parts[2] in ('downsample', 'blocks'):
+            kind, stage = parts[2], int(parts[1])
         else:
             raise ValueError(f'No layer id for Conv2Former parameter {name!r}.')
         if decay_type == 'stage_wise':
-            return 0 if kind == 'downsample_layers' else stage + 1
-        if kind == 'downsample_layers':
+            return 0 if kind == 'downsample' else stage + 1
+        if kind == 'downsample':
             return (0, 2, 3, num_layers)[stage]
-        if stage == 2 and block is not None:
-            return 3 + block * (num_layers - 3) // len(self.stages[2])
+        if stage == 2:
+            return 3 + int(parts[3]) * (num_layers - 3) // len(self.stages[2].blocks)
         return (1, 2, num_layers - 1, num_layers)[stage]
 
     def adapt_pretrained(self, state: dict, source: str) -> dict:
@@ -366,11 +403,13 @@ class Conv2Former(HybridBackbone):
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """``(B, C, H, W)`` -> maps of ``ceil(H / s) x ceil(W / s)`` for the stages in ``out_indices``."""
         self.check_input(x)
-        x = x.contiguous(memory_format=torch.channels_last)
+        x = self.stem(x.contiguous(memory_format=torch.channels_last))
         outs = []
         for i in range(self.out_indices[-1] + 1):  # later stages would be computed for nothing
-            x = self.downsample_layers[i](x)
-            for block in self.stages[i]:
+            stage = self.stages[i]
+            if stage.downsample is not None:
+                x = stage.downsample(x)
+            for block in stage.blocks:
                 x = self.run_block(block, x)
             if i in self.out_indices:
                 outs.append(x.contiguous())

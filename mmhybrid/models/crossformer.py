@@ -15,7 +15,7 @@ Differences from the official dense code that do not change its results:
   decided per call and never written into the module.
 """
 from functools import lru_cache
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -91,16 +91,23 @@ class Grouping:
         return self.h[0] * self.h[1] * self.h[2], self.w[0] * self.w[1] * self.w[2]
 
 
+#: the window side of the small-map rule: the v1 dense backbone's square windows of the
+#: shorter side, or the main-branch (CrossFormer++) one square group of the longer side
+SMALL_MAP_SIDE = {'shorter': min, 'longer': max}
+
+
 @lru_cache(maxsize=256)
-def block_groupings(height: int, width: int, group: int, interval: int,
-                    lda: str) -> Tuple[Grouping, Grouping]:
+def block_groupings(height: int, width: int, group: int, interval: int, lda: str,
+                    small_maps: str = 'shorter') -> Tuple[Grouping, Grouping]:
     """The (SDA, LDA) groupings of one stage for an ``height x width`` map.
 
     When ``min(H, W) <= group`` both kinds of block do SDA with square windows of
-    ``min(H, W)`` (the official dense backbone's rule for small maps).
+    side ``min(H, W)`` (``small_maps='shorter'``, the official v1 dense backbone's
+    rule) or ``max(H, W)`` (``'longer'``: one group covering the map, the
+    main-branch code behind CrossFormer++).
     """
     if min(height, width) <= group:
-        small = Grouping(height, width, 'sda', min(height, width), 1)
+        small = Grouping(height, width, 'sda', SMALL_MAP_SIDE[small_maps](height, width), 1)
         return small, small
     return (Grouping(height, width, 'sda', group, 1),
             Grouping(height, width, lda, group, interval))
@@ -316,15 +323,22 @@ class CrossFormerStage(nn.Module):
         mlp_ratio (float): MLP hidden width / token width.
         merge_kernels (Sequence[int], optional): Kernels of the merging layer to
             ``2 * dims`` at the end; None for the last stage.
+        block_type (type): The block class, called as ``block_type(dims, num_heads,
+            mlp_ratio, drop_path, **kwargs)``. Default: :class:`CrossFormerBlock`.
+        block_kwargs (Sequence[dict], optional): Further arguments of each block
+            (CrossFormer++: where the activation cooling layers are).
     """
 
     def __init__(self, dims: int, depth: int, num_heads: int, group_size: int, interval: int,
                  drop_paths: Sequence[float], mlp_ratio: float = 4.0,
-                 merge_kernels: Optional[Sequence[int]] = None):
+                 merge_kernels: Optional[Sequence[int]] = None,
+                 block_type: Callable[..., nn.Module] = CrossFormerBlock,
+                 block_kwargs: Optional[Sequence[dict]] = None):
         super().__init__()
         self.group_size, self.interval = group_size, interval
+        block_kwargs = block_kwargs or [{}] * depth
         self.blocks = nn.ModuleList(
-            CrossFormerBlock(dims, num_heads, mlp_ratio, drop_paths[i]) for i in range(depth))
+            block_type(dims, num_heads, mlp_ratio, drop_paths[i], **block_kwargs[i]) for i in range(depth))
         self.downsample = CrossScaleMerging(dims, 2 * dims, merge_kernels) if merge_kernels else None
 
 
@@ -364,6 +378,8 @@ class CrossFormer(HybridBackbone):
     arch_aliases = {'t': 'tiny', 's': 'small', 'b': 'base', 'l': 'large'}
     arch_required = ('embed_dims', 'depths', 'num_heads')
     lda_modes = ('interval', 'dilated')
+    #: the small-map rule (:func:`block_groupings`): the v1 dense backbone's windows of the shorter side
+    small_maps = 'shorter'
 
     def __init__(self,
                  arch: Union[str, dict] = 'small',
@@ -411,7 +427,7 @@ class CrossFormer(HybridBackbone):
         outs = []
         for i, stage in enumerate(self.layers):
             h, w = x.shape[1:3]
-            sda, lda = block_groupings(h, w, stage.group_size, stage.interval, self.lda)
+            sda, lda = block_groupings(h, w, stage.group_size, stage.interval, self.lda, self.small_maps)
             for j, block in enumerate(stage.blocks):
                 x = self.run_block(block, x, lda if j % 2 else sda)
             if i in self.out_indices:

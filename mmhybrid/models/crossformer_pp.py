@@ -1,0 +1,152 @@
+"""CrossFormer++ (Wang et al., 2023) as a dense-prediction backbone.
+
+CrossFormer (crossformer.py) as the official main-branch code builds it for the
+++ results; every piece is CrossFormer's, and what differs is said here:
+
+* LDA takes G x G groups with step I inside (G*I) x (G*I) tiles (CrossFormer's
+  ``lda='dilated'``), not the v1 dense backbone's I x I sub-grids of the map;
+* small maps: when ``min(H, W) <= G`` every block of the stage does SDA with one
+  square group of side ``max(H, W)`` (``small_maps='longer'``), decided per call
+  (the official code writes it into the block);
+* per-stage group sizes (progressive group sizes, default G = 4, 4, 14, 7 and
+  I = 4, 2, 1, 1: the ImageNet configs');
+* activation cooling layers (ACL): block i of a stage with ``(i + 1) % 3 == 0``
+  and ``i < depth - 1`` ends with ``x <- LayerNorm(depthwise 3x3 conv(x))``, no
+  residual.
+
+As for CrossFormer, any input size works (outputs ``ceil(H / stride)``); the
+official code runs only for sides that are multiples of 32, where both agree.
+"""
+from typing import Sequence, Union
+
+import torch
+import torch.nn as nn
+
+from ..converters.common import CheckpointMismatchError
+from ..converters.crossformer_pp import convert_crossformer_pp
+from ..registry import MODELS
+from ..utils.checkpoint import CheckpointLoadError
+from .base import HybridBackbone, per_stage
+from .crossformer import CrossFormer, CrossFormerBlock, CrossFormerStage, CrossScaleEmbedding, Grouping
+from .layers import drop_path_rates
+
+
+def has_acl(index: int, depth: int) -> bool:
+    """Whether block ``index`` of a stage of ``depth`` blocks ends with an activation cooling layer."""
+    return (index + 1) % 3 == 0 and index < depth - 1
+
+
+class CrossFormerPPBlock(CrossFormerBlock):
+    """CrossFormer's block, optionally followed by an activation cooling layer.
+
+    Args:
+        dims (int): Token width.
+        num_heads (int): Number of heads.
+        mlp_ratio (float): MLP hidden width / token width.
+        drop_path (float): Stochastic depth rate.
+        acl (bool): End with ``x <- ex_ln(ex_conv(x))``: a depthwise 3x3 convolution
+            (with bias) and a LayerNorm, replacing ``x`` (no residual).
+    """
+
+    def __init__(self, dims: int, num_heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0,
+                 acl: bool = False):
+        super().__init__(dims, num_heads, mlp_ratio, drop_path)
+        self.acl = acl
+        if acl:
+            self.ex_conv = nn.Conv2d(dims, dims, 3, padding=1, groups=dims)
+            self.ex_ln = nn.LayerNorm(dims)
+
+    def forward(self, x: torch.Tensor, grouping: Grouping) -> torch.Tensor:
+        x = super().forward(x, grouping)
+        if self.acl:  # on the H x W map, zero-padded by the convolution only
+            x = self.ex_ln(self.ex_conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
+        return x
+
+
+@MODELS.register_module()
+class CrossFormerPP(HybridBackbone):
+    """CrossFormer++ backbone returning multi-scale NCHW maps (strides 4, 8, 16, 32).
+
+    Args:
+        arch (str | dict): 'pp_small', 'pp_base', 'pp_large', 'pp_huge' (or 'pp_s',
+            'pp_b', 'pp_l', 'pp_h', 'small', 's', ...), or a dict with ``embed_dims``,
+            ``depths``, ``num_heads``.
+        group_size (int | Sequence[int]): Group size G per stage. Default: (4, 4, 14, 7),
+            the ImageNet models'; the official COCO/ADE20K configs use 7.
+        interval (int | Sequence[int]): LDA interval I per stage. Default: (4, 2, 1, 1);
+            the official COCO/ADE20K configs use (8, 4, 2, 1).
+        use_acl (bool): Activation cooling layers (every official ++ network has
+            them). Default: True.
+        mlp_ratio (float): MLP hidden width / token width. Default: 4.
+        patch_kernels (Sequence[int]): Cross-scale embedding kernels. Default: (4, 8, 16, 32).
+        merge_kernels (Sequence[int]): Cross-scale merging kernels. Default: (2, 4).
+        drop_path_rate (float): Stochastic depth, linear over all blocks. Default: 0.2.
+        **kwargs: The arguments of every family (``in_channels``, ``out_indices``, ``init_cfg``, ...): see
+            :class:`~mmhybrid.models.base.HybridBackbone`.
+    """
+
+    family = 'CrossFormer++'
+    key = 'crossformer_pp'
+    converter = staticmethod(convert_crossformer_pp)
+    # configs/crossformer_pp/*.yaml of the official code: head width 32
+    arch_zoo = {
+        'pp_small': dict(embed_dims=64, depths=(2, 2, 18, 2), num_heads=(2, 4, 8, 16)),
+        'pp_base': dict(embed_dims=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24)),
+        'pp_large': dict(embed_dims=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32)),
+        'pp_huge': dict(embed_dims=128, depths=(6, 6, 18, 2), num_heads=(4, 8, 16, 32)),
+    }
+    arch_aliases = {alias: f'pp_{size}' for size in ('small', 'base', 'large', 'huge')
+                    for alias in (size, size[0], f'pp_{size[0]}')}
+    arch_required = ('embed_dims', 'depths', 'num_heads')
+    # CrossFormer's network walk (forward) with the main-branch LDA and small-map rule
+    lda = 'dilated'
+    small_maps = 'longer'
+
+    def __init__(self,
+                 arch: Union[str, dict] = 'pp_small',
+                 group_size: Union[int, Sequence[int]] = (4, 4, 14, 7),
+                 interval: Union[int, Sequence[int]] = (4, 2, 1, 1),
+                 use_acl: bool = True,
+                 mlp_ratio: float = 4.0,
+                 patch_kernels: Sequence[int] = (4, 8, 16, 32),
+                 merge_kernels: Sequence[int] = (2, 4),
+                 drop_path_rate: float = 0.2,
+                 **kwargs):
+        super().__init__(arch=arch, **kwargs)
+        spec = self.arch_spec
+        depths, heads = tuple(spec['depths']), tuple(spec['num_heads'])
+        num_stages = len(depths)
+        if len(heads) != num_stages:
+            raise ValueError(f'depths {depths} and num_heads {heads} differ in length.')
+        self.use_acl = use_acl
+        groups = per_stage(group_size, num_stages, 'group_size')
+        intervals = per_stage(interval, num_stages, 'interval')
+        dims = [spec['embed_dims'] * 2**i for i in range(num_stages)]
+
+        self.patch_embed = CrossScaleEmbedding(self.in_channels, dims[0], patch_kernels)
+        self.layers = nn.ModuleList()
+        for i, dpr in enumerate(drop_path_rates(drop_path_rate, depths)):
+            acl = [dict(acl=use_acl and has_acl(j, depths[i])) for j in range(depths[i])]
+            self.layers.append(CrossFormerStage(
+                dims[i], depths[i], heads[i], groups[i], intervals[i], dpr, mlp_ratio,
+                merge_kernels if i < num_stages - 1 else None, CrossFormerPPBlock, acl))
+        self._finish_init(dims, [4 * 2**i for i in range(num_stages)])
+
+    # the same network walk and random init as CrossFormer's (the ACL convolutions keep
+    # PyTorch's default init, as in the official code)
+    forward = CrossFormer.forward
+    _default_init = CrossFormer._default_init
+
+    def convert_checkpoint(self, ckpt, source: str = 'checkpoint') -> dict:
+        """As every family's; a network built with ``use_acl=False`` takes files without ACL
+        (which the converter otherwise refuses as CrossFormer v1 files)."""
+        if self.use_acl:
+            return super().convert_checkpoint(ckpt, source)
+        try:
+            state = convert_crossformer_pp(ckpt, acl=False)
+        except CheckpointMismatchError:
+            raise
+        except (TypeError, ValueError, KeyError) as err:
+            raise CheckpointLoadError(f'{source}: {err}') from None
+        return self.adapt_pretrained(state, source)
+
