@@ -16,7 +16,7 @@ WHEELHOUSE := $(CURDIR)/.wheels
 CALLER_FIND_LINKS := $(PIP_FIND_LINKS)
 PIP := $(PY) -m pip install --disable-pip-version-check -c requirements/constraints.txt
 
-.PHONY: install demo test test-fast clean-venv
+.PHONY: install demo test test-serial test-fast clean-venv
 
 install: $(VENV)/.stamp-mmhybrid
 
@@ -33,14 +33,23 @@ $(VENV)/.stamp-torch: requirements/torch.txt requirements/constraints.txt
 # mmcv 2.1.0 with its compiled ops: a wheel from PIP_FIND_LINKS or .wheels when there is
 # one, else a source build (--no-build-isolation: it needs the installed torch, and an
 # isolated build either lacks pkg_resources or silently skips the ops).
+#
+# FORCE_CUDA=1 builds the CUDA ops too (no GPU needed): check_env.py cuda-build first finds
+# nvcc, checks its CUDA version against torch's and compiles a probe for every architecture
+# of TORCH_CUDA_ARCH_LIST (default in check_env.py), then the build runs with the CUDA_HOME
+# and TORCH_CUDA_ARCH_LIST it prints. CUDA wheels are kept apart, in .wheels/cuda.
+MMCV_WHEELS = $(if $(filter 1,$(FORCE_CUDA)),$(WHEELHOUSE)/cuda,$(WHEELHOUSE))
 $(VENV)/.stamp-mmcv: $(VENV)/.stamp-torch requirements/build.txt
 	PIP_FIND_LINKS="$(WHEELHOUSE)" $(PIP) -r requirements/build.txt
-	PIP_FIND_LINKS="$(WHEELHOUSE) $(CALLER_FIND_LINKS)" MMCV_WITH_OPS=1 FORCE_CUDA=$${FORCE_CUDA:-0} \
+	@mkdir -p $(MMCV_WHEELS) && rm -f $(VENV)/.cuda-env
+	@if [ "$${FORCE_CUDA:-0}" = 1 ]; then $(PY) tools/misc/check_env.py cuda-build > $(VENV)/.cuda-env; fi
+	if [ -f $(VENV)/.cuda-env ]; then . $(VENV)/.cuda-env; fi; \
+	  PIP_FIND_LINKS="$(MMCV_WHEELS) $(CALLER_FIND_LINKS)" MMCV_WITH_OPS=1 FORCE_CUDA=$${FORCE_CUDA:-0} \
 	  MAX_JOBS=$${MAX_JOBS:-2} CFLAGS="$${CFLAGS:--g0}" CXXFLAGS="$${CXXFLAGS:--g0}" \
 	  $(PY) -m pip wheel --disable-pip-version-check --no-build-isolation --no-deps \
-	  -w $(WHEELHOUSE) mmcv==2.1.0
-	$(PY) -m pip install --disable-pip-version-check --no-index --no-deps \
-	  --find-links $(WHEELHOUSE) mmcv==2.1.0
+	  -w $(MMCV_WHEELS) mmcv==2.1.0
+	$(PY) -m pip install --disable-pip-version-check --no-index --no-deps --force-reinstall \
+	  --find-links $(MMCV_WHEELS) mmcv==2.1.0
 	$(PY) tools/misc/check_env.py mmcv
 	@touch $@
 
@@ -54,10 +63,13 @@ demo: install
 	$(PY) tools/demo.py
 
 test: install
+	$(PY) -m pytest tests -n auto
+
+test-serial: install
 	$(PY) -m pytest tests
 
 test-fast: install
-	$(PY) -m pytest tests -m "not slow"
+	$(PY) -m pytest tests -n auto -m "not slow"
 
 clean-venv:
 	rm -rf $(VENV)

@@ -3,8 +3,14 @@ import os
 import pytest
 import torch
 
-# Deterministic, and the same thread count as the benchmarks quoted in the README.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# `make test` runs one pytest-xdist worker per core: each worker, and each tool it
+# starts in a subprocess, then computes on one thread (no oversubscription). A plain
+# `pytest` keeps two threads.
+if os.environ.get('PYTEST_XDIST_WORKER'):
+    os.environ['OMP_NUM_THREADS'] = '1'
+    torch.set_num_threads(1)
+else:
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
 @pytest.fixture(autouse=True)

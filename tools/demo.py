@@ -9,8 +9,8 @@ Steps, each the same code path as a real COCO run:
 2. trains with ``tools/train.py`` (mmengine Runner, progress log every 25 iterations),
    which evaluates with the COCO metric at the end;
 3. prints the bbox mAP (0.50:0.95) of the toy validation set;
-4. draws the trained detector's predictions on validation images (boxes with class
-   names) into ``WORK_DIR/predictions.png``.
+4. draws the trained detector's confident predictions (score >= 0.5: boxes, class
+   names and scores) on validation images into ``WORK_DIR/predictions.png``.
 """
 import argparse
 import glob
@@ -31,6 +31,8 @@ def parse_args(argv=None):
     parser.add_argument('--work-dir', default='work_dirs/quickstart')
     parser.add_argument('--data', default='data', help='folder holding toy_coco/ (made if missing)')
     parser.add_argument('--num-images', type=int, default=6, help='validation images in the picture')
+    parser.add_argument('--score-thr', type=float, default=0.5,
+                        help='draw only predictions at least this confident (each with its score)')
     return parser.parse_args(argv)
 
 
@@ -46,8 +48,9 @@ def last_metrics(work_dir: str) -> dict:
     return evals[-1]
 
 
-def draw_predictions(config: str, checkpoint: str, images: list, out_file: str, score_thr: float = 0.4) -> None:
-    """Run the trained detector on ``images`` and save a grid of them with boxes and class names."""
+def draw_predictions(config: str, checkpoint: str, images: list, out_file: str, score_thr: float = 0.5) -> None:
+    """Run the trained detector on ``images`` and save a grid of them with the predictions scoring at
+    least ``score_thr`` (boxes, masks if any, class names and scores)."""
     import mmcv
     import numpy as np
     from mmdet.apis import inference_detector, init_detector
@@ -84,7 +87,7 @@ def main(argv=None) -> int:
     checkpoint = open(osp.join(args.work_dir, 'last_checkpoint')).read().strip()
     images = sorted(glob.glob(osp.join(args.data, 'toy_coco', 'val', '*.jpg')))[:args.num_images]
     picture = osp.join(args.work_dir, 'predictions.png')
-    draw_predictions(args.config, checkpoint, images, picture)
+    draw_predictions(args.config, checkpoint, images, picture, args.score_thr)
     minutes = (time.time() - started) / 60
     print(f'\nquick start finished in {minutes:.1f} min')
     for key in sorted(k for k in metrics if k.startswith('coco/') and k.endswith('mAP')):
