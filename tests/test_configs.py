@@ -412,3 +412,15 @@ def test_pretrained_checkpoint_as_shipped(name, tmp_path, monkeypatch):
     assert set(loaded) == set(official) - {
         'norm.weight', 'norm.bias', 'head.weight', 'head.bias'}
     assert all(torch.equal(loaded[k], official[k]) for k in loaded)
+
+
+@pytest.mark.parametrize('backbone', ['mmhybrid.CrossFormer', 'mmhybrid.CrossFormerPP'])
+def test_quickstart_backbone_is_one_option_away(backbone):
+    """The README's one-line change (`--cfg-options model.backbone.type=...`) gives a detector whose
+    toy-width backbone takes a training step."""
+    cfg = Config.fromfile(str(CONFIG_DIR / 'quickstart' / 'retinanet_crossformer_toy.py'))
+    cfg.merge_from_dict({'model.backbone.type': backbone})
+    model = build_model(cfg)
+    assert f'mmhybrid.{type(model.backbone).__name__}' == backbone
+    log_vars = model.train_step(det_batch((3, 160, 160), False), build_optim_wrapper(model, cfg.optim_wrapper))
+    assert math.isfinite(float(log_vars['loss'])), log_vars

@@ -392,14 +392,28 @@ class CrossFormer(HybridBackbone):
                  drop_path_rate: float = 0.2,
                  **kwargs):
         super().__init__(arch=arch, **kwargs)
+        if lda not in self.lda_modes:
+            raise ValueError(f'lda must be one of {self.lda_modes}, got {lda!r}.')
+        self.lda = lda
+        self._build(group_size, interval, mlp_ratio, patch_kernels, merge_kernels, drop_path_rate)
+
+    def _build(self, group_size, interval, mlp_ratio, patch_kernels, merge_kernels, drop_path_rate,
+               block_type: Callable[..., nn.Module] = CrossFormerBlock,
+               block_kwargs: Optional[Callable[[int, int], dict]] = None) -> None:
+        """Build ``patch_embed`` and the stages (``layers``) from ``arch_spec``, then finish the init.
+
+        Args:
+            group_size, interval, mlp_ratio, patch_kernels, merge_kernels, drop_path_rate:
+                as the constructor's.
+            block_type (type): The block class of every stage (see :class:`CrossFormerStage`).
+            block_kwargs (callable, optional): ``(block index, stage depth) -> dict`` of further
+                block arguments (CrossFormer++: where the activation cooling layers are).
+        """
         spec = self.arch_spec
         depths, heads = tuple(spec['depths']), tuple(spec['num_heads'])
         num_stages = len(depths)
         if len(heads) != num_stages:
             raise ValueError(f'depths {depths} and num_heads {heads} differ in length.')
-        if lda not in self.lda_modes:
-            raise ValueError(f'lda must be one of {self.lda_modes}, got {lda!r}.')
-        self.lda = lda
         groups = per_stage(group_size, num_stages, 'group_size')
         intervals = per_stage(interval, num_stages, 'interval')
         dims = [spec['embed_dims'] * 2**i for i in range(num_stages)]
@@ -407,9 +421,10 @@ class CrossFormer(HybridBackbone):
         self.patch_embed = CrossScaleEmbedding(self.in_channels, dims[0], patch_kernels)
         self.layers = nn.ModuleList()
         for i, dpr in enumerate(drop_path_rates(drop_path_rate, depths)):
+            extra = [block_kwargs(j, depths[i]) for j in range(depths[i])] if block_kwargs else None
             self.layers.append(CrossFormerStage(
                 dims[i], depths[i], heads[i], groups[i], intervals[i], dpr, mlp_ratio,
-                merge_kernels if i < num_stages - 1 else None))
+                merge_kernels if i < num_stages - 1 else None, block_type, extra))
         self._finish_init(dims, [4 * 2**i for i in range(num_stages)])
 
     def _default_init(self) -> None:

@@ -26,9 +26,8 @@ from ..converters.common import CheckpointMismatchError
 from ..converters.crossformer_pp import convert_crossformer_pp
 from ..registry import MODELS
 from ..utils.checkpoint import CheckpointLoadError
-from .base import HybridBackbone, per_stage
-from .crossformer import CrossFormer, CrossFormerBlock, CrossFormerStage, CrossScaleEmbedding, Grouping
-from .layers import drop_path_rates
+from .base import HybridBackbone
+from .crossformer import CrossFormer, CrossFormerBlock, Grouping
 
 
 def has_acl(index: int, depth: int) -> bool:
@@ -77,12 +76,10 @@ class CrossFormerPP(HybridBackbone):
             the official COCO/ADE20K configs use (8, 4, 2, 1).
         use_acl (bool): Activation cooling layers (every official ++ network has
             them). Default: True.
-        mlp_ratio (float): MLP hidden width / token width. Default: 4.
-        patch_kernels (Sequence[int]): Cross-scale embedding kernels. Default: (4, 8, 16, 32).
-        merge_kernels (Sequence[int]): Cross-scale merging kernels. Default: (2, 4).
-        drop_path_rate (float): Stochastic depth, linear over all blocks. Default: 0.2.
-        **kwargs: The arguments of every family (``in_channels``, ``out_indices``, ``init_cfg``, ...): see
-            :class:`~mmhybrid.models.base.HybridBackbone`.
+        mlp_ratio, patch_kernels, merge_kernels, drop_path_rate: as :class:`CrossFormer`'s
+            (defaults 4, (4, 8, 16, 32), (2, 4), 0.2).
+        **kwargs: The arguments of every family (``in_channels``, ``out_indices``, ``init_cfg``,
+            ...): see :class:`~mmhybrid.models.base.HybridBackbone`.
     """
 
     family = 'CrossFormer++'
@@ -113,27 +110,13 @@ class CrossFormerPP(HybridBackbone):
                  drop_path_rate: float = 0.2,
                  **kwargs):
         super().__init__(arch=arch, **kwargs)
-        spec = self.arch_spec
-        depths, heads = tuple(spec['depths']), tuple(spec['num_heads'])
-        num_stages = len(depths)
-        if len(heads) != num_stages:
-            raise ValueError(f'depths {depths} and num_heads {heads} differ in length.')
         self.use_acl = use_acl
-        groups = per_stage(group_size, num_stages, 'group_size')
-        intervals = per_stage(interval, num_stages, 'interval')
-        dims = [spec['embed_dims'] * 2**i for i in range(num_stages)]
+        self._build(group_size, interval, mlp_ratio, patch_kernels, merge_kernels, drop_path_rate,
+                    CrossFormerPPBlock, lambda j, depth: dict(acl=use_acl and has_acl(j, depth)))
 
-        self.patch_embed = CrossScaleEmbedding(self.in_channels, dims[0], patch_kernels)
-        self.layers = nn.ModuleList()
-        for i, dpr in enumerate(drop_path_rates(drop_path_rate, depths)):
-            acl = [dict(acl=use_acl and has_acl(j, depths[i])) for j in range(depths[i])]
-            self.layers.append(CrossFormerStage(
-                dims[i], depths[i], heads[i], groups[i], intervals[i], dpr, mlp_ratio,
-                merge_kernels if i < num_stages - 1 else None, CrossFormerPPBlock, acl))
-        self._finish_init(dims, [4 * 2**i for i in range(num_stages)])
-
-    # the same network walk and random init as CrossFormer's (the ACL convolutions keep
-    # PyTorch's default init, as in the official code)
+    # the same construction, network walk and random init as CrossFormer's (the ACL
+    # convolutions keep PyTorch's default init, as in the official code)
+    _build = CrossFormer._build
     forward = CrossFormer.forward
     _default_init = CrossFormer._default_init
 
