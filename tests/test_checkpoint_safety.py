@@ -152,31 +152,36 @@ def _toy_checkpoint(path: Path, payload=None) -> None:
 
 
 @pytest.mark.slow
-def test_tools_refuse_a_code_running_url_in_one_line_and_load_a_good_one(served, tmp_path):
-    """tools/test.py CHECKPOINT, train.py --resume and load_from, convert.py SRC."""
-    _toy_checkpoint(served['www'] / 'toy_evil.pth', RunsCode(served['marker']))
-    _toy_checkpoint(served['www'] / 'toy_good.pth')
-    url = served['url']
+def _tool_runs(url, tmp_path):
+    """tools/test.py CHECKPOINT, train.py --resume and load_from, convert.py SRC, each reading ``{url}/NAME``."""
     config = TOOLS_DATA / 'toy_config.py'
-    runs = {
-        'test.py': [ROOT / 'tools/test.py', config, f'{url}/toy_evil.pth', '--work-dir', tmp_path / 'wd_test'],
-        'train.py --resume': [ROOT / 'tools/train.py', config, '--work-dir', tmp_path / 'wd_resume',
-                              '--resume', f'{url}/toy_evil.pth'],
-        'load_from': [ROOT / 'tools/train.py', config, '--work-dir', tmp_path / 'wd_load',
-                      '--cfg-options', f'load_from={url}/toy_evil.pth'],
-        'convert.py': [CONVERT, 'crossformer', f'{url}/evil.pth', tmp_path / 'out.pth'],
+    return {
+        'test.py': lambda name: [ROOT / 'tools/test.py', config, f'{url}/toy_{name}', '--work-dir',
+                                 tmp_path / 'wd_test'],
+        'train.py --resume': lambda name: [ROOT / 'tools/train.py', config, '--work-dir', tmp_path / 'wd_resume',
+                                           '--resume', f'{url}/toy_{name}'],
+        'load_from': lambda name: [ROOT / 'tools/train.py', config, '--work-dir', tmp_path / 'wd_load',
+                                   '--cfg-options', f'load_from={url}/toy_{name}'],
+        'convert.py': lambda name: [CONVERT, 'crossformer', f'{url}/{name}', tmp_path / 'out.pth'],
     }
-    for name, args in runs.items():
-        result = run_tool(args, tmp_path)
-        assert_one_line_error(result, 'evil.pth', REFUSED)
-        assert not served['marker'].exists(), name
+
+
+@pytest.mark.parametrize('tool', ['test.py', 'train.py --resume', 'load_from', 'convert.py'])
+def test_tools_refuse_a_code_running_url_in_one_line(served, tmp_path, tool):
+    _toy_checkpoint(served['www'] / 'toy_evil.pth', RunsCode(served['marker']))
+    result = run_tool(_tool_runs(served['url'], tmp_path)[tool]('evil.pth'), tmp_path)
+    assert_one_line_error(result, 'evil.pth', REFUSED)
+    assert not served['marker'].exists()
     assert not (tmp_path / 'out.pth').exists()
-    good = run_tool([ROOT / 'tools/test.py', config, f'{url}/toy_good.pth', '--work-dir', tmp_path / 'wd_good'],
-                    tmp_path)
-    assert good.returncode == 0, good.stderr[-3000:]
-    converted = run_tool([CONVERT, 'crossformer', f'{url}/good.pth', tmp_path / 'good_converted.pth'], tmp_path)
-    assert converted.returncode == 0, converted.stderr[-3000:]
-    assert 'layers.0.blocks.0.attn.qkv.weight' in torch.load(tmp_path / 'good_converted.pth')['state_dict']
+
+
+@pytest.mark.parametrize('tool', ['test.py', 'convert.py'])
+def test_tools_load_a_good_url(served, tmp_path, tool):
+    _toy_checkpoint(served['www'] / 'toy_good.pth')
+    result = run_tool(_tool_runs(served['url'], tmp_path)[tool]('good.pth'), tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    if tool == 'convert.py':
+        assert 'layers.0.blocks.0.attn.qkv.weight' in torch.load(tmp_path / 'out.pth')['state_dict']
 
 
 # --------------------------------------------------------------------------------------

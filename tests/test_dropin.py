@@ -161,7 +161,7 @@ RESNET_HOSTS = {  # id -> (shipped config, detector / segmentor type)
 }
 #: what a family needs in the backbone dict for four maps at strides 4, 8, 16, 32
 FOUR_LEVELS = {'CvT': dict(extra_stage=True)}
-ODD_HW = (257, 385)  # H x W, neither a multiple of 32
+ODD_HW = (129, 193)  # H x W, neither a multiple of 32 (nor of 8)
 
 
 def widths_text(host, ch):
