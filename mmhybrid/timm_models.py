@@ -13,10 +13,15 @@ PyTorch code, detectron2 or any other framework builds them with timm's own API:
     features.feature_info.reduction()  # [8, 16, 32]
 
 There is no second implementation: a timm model is a :class:`HybridTimmModel`
-holding the mmhybrid backbone (``backbone.*``) and, where the family has one, its
-official classifier (``head.*``). An official checkpoint goes through the same reader,
+holding the mmhybrid backbone (``backbone.*``) and the family's official ImageNet
+classifier (``head.*``). An official checkpoint goes through the same reader,
 family converter, ``adapt_pretrained`` hook and strict, key-naming load as
 ``init_cfg=dict(type='Pretrained', ...)`` in OpenMMLab.
+
+The models follow timm's model conventions (``pretrained_cfg`` with ``first_conv`` and
+``classifier``, ``num_classes=0`` and ``global_pool=''``, ``forward_features`` /
+``forward_head`` / ``forward_intermediates``, FX tracing, ``torch.jit.trace`` and
+``torch.export``); ``torch.jit.script`` is refused with a message saying why.
 
 Why a submodule and not ``import mmhybrid``: timm is not a dependency of mmhybrid
 (mmdet/mmseg users do not need it), it imports torchvision, which fails at import
@@ -51,7 +56,7 @@ except ImportError as err:  # timm missing, or its torchvision does not match to
 from mmengine.model.weight_init import trunc_normal_
 
 from .converters.common import CheckpointMismatchError, load_state_dict_checked, strip_prefix, unwrap_state_dict
-from .models.base import mismatch_message
+from .models.base import TORCHSCRIPT_UNSUPPORTED, mismatch_message
 from .utils.checkpoint import load_checkpoint_file
 from .converters.conv2former import CONTAINER_PREFERENCE as CONV2FORMER_CONTAINERS
 from .models.layers import LayerNorm2d
@@ -86,20 +91,35 @@ def _linear(in_dims: int, num_classes: int) -> nn.Module:
     return fc
 
 
-class PoolClassifier(nn.Module):
-    """Optional 1x1 conv + GELU, channel LayerNorm, global average pool, dropout, Linear.
+def _check_pool(global_pool: str, num_classes: int, family: str = 'mmhybrid') -> None:
+    """The pooling values the classifiers take: 'avg' (the official classifiers') and ''."""
+    if global_pool not in ('avg', ''):
+        raise ValueError(f"{family} classifiers pool by average only (global_pool='avg'), or not at all "
+                         f"(global_pool='' with num_classes=0: the unpooled features), got {global_pool!r}.")
+    if global_pool == '' and num_classes:
+        raise ValueError(f"global_pool='' (no pooling) needs num_classes=0: the {family} classifier is a Linear "
+                         f'layer on pooled features, got num_classes={num_classes}.')
 
-    Without ``hidden_dims`` this is CrossFormer's classifier (LayerNorm on the last
-    map's tokens, average pool, ``head``); with ``hidden_dims=1280`` it is
-    Conv2Former's (1x1 conv to 1280, GELU, LayerNorm on every position, average
-    pool, ``pred``).
+
+class PoolClassifier(nn.Module):
+    """Optional 1x1 conv + GELU, a norm over the channels, global average pool, dropout, Linear.
+
+    Without ``hidden_dims`` this is CrossFormer's and CrossFormer++'s classifier (LayerNorm
+    on the last map's tokens, average pool, ``head``) or, with ``norm='group'``, CloFormer's
+    (GroupNorm(1, C) on the map, average pool, ``head``); with ``hidden_dims=1280``
+    it is Conv2Former's (1x1 conv to 1280, GELU, LayerNorm on every position,
+    average pool, ``pred``).
 
     Args:
         in_dims (int): Channels of the last stage map.
         num_classes (int): Classes; 0 leaves the pooled features (``fc`` is Identity).
         drop_rate (float): Dropout before ``fc``. Default: 0.
         hidden_dims (int, optional): Width of the 1x1 conv before the norm; None: no conv.
-        norm_eps (float): LayerNorm epsilon. Default: 1e-5.
+        norm (str): 'layer' (LayerNorm over the channels of every position) or 'group'
+            (GroupNorm with one group: over channels and positions of each image).
+        norm_eps (float): Norm epsilon. Default: 1e-5.
+        pool_type (str): 'avg', or '' for no pooling (``num_classes`` 0): the head then
+            returns the normalised map. Default: 'avg'.
     """
 
     #: the Linear layers a new number of classes replaces
@@ -108,12 +128,19 @@ class PoolClassifier(nn.Module):
     reads_tokens = False
 
     def __init__(self, in_dims: int, num_classes: int, drop_rate: float = 0.0,
-                 hidden_dims: Optional[int] = None, norm_eps: float = 1e-5):
+                 hidden_dims: Optional[int] = None, norm: str = 'layer', norm_eps: float = 1e-5,
+                 pool_type: str = 'avg'):
         super().__init__()
+        if norm not in ('layer', 'group'):
+            raise ValueError(f"norm must be 'layer' or 'group', got {norm!r}.")
+        _check_pool(pool_type, num_classes)
+        self.num_features = in_dims
         self.hidden_size = hidden_dims or in_dims
+        self.pool_type = pool_type
         self.conv = nn.Conv2d(in_dims, hidden_dims, 1) if hidden_dims else None
         self.act = nn.GELU() if hidden_dims else None
-        self.norm = LayerNorm2d(self.hidden_size, eps=norm_eps)
+        self.norm = (LayerNorm2d(self.hidden_size, eps=norm_eps) if norm == 'layer' else
+                     nn.GroupNorm(1, self.hidden_size, eps=norm_eps))
         self.drop = nn.Dropout(drop_rate)
         self.fc = _linear(self.hidden_size, num_classes)
         for m in (self.conv, self.norm):
@@ -125,18 +152,26 @@ class PoolClassifier(nn.Module):
         """The classifier for ``backbone``'s last stage map."""
         return cls(backbone.stage_channels[-1], num_classes, drop_rate, **kwargs)
 
-    def reset(self, num_classes: int) -> None:
-        """Replace the final Linear by a new one for ``num_classes`` (Identity for 0)."""
+    def reset(self, num_classes: int, pool_type: Optional[str] = None) -> None:
+        """Replace the final Linear by a new one for ``num_classes`` (Identity for 0); optionally
+        change the pooling ('avg', or '' for none)."""
+        pool_type = self.pool_type if pool_type is None else pool_type
+        _check_pool(pool_type, num_classes)
+        self.pool_type = pool_type
         self.fc = _linear(self.hidden_size, num_classes)
 
     def get_classifier(self) -> nn.Module:
         return self.fc
 
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """``(B, C, H, W)`` last stage map -> logits ``(B, classes)`` (or pooled ``(B, hidden)``)."""
+        """``(B, C, H, W)`` last stage map -> logits ``(B, classes)`` (or pooled ``(B, hidden)``;
+        with ``pool_type=''`` the normalised ``(B, hidden, H, W)`` map)."""
         if self.conv is not None:
             x = self.act(self.conv(x))
-        x = self.drop(self.norm(x).mean((2, 3)))
+        x = self.norm(x)
+        if not self.pool_type:
+            return self.drop(x)
+        x = self.drop(x.mean((2, 3)))
         return x if pre_logits else self.fc(x)
 
 
@@ -151,14 +186,20 @@ class CvTClassifier(nn.Module):
         num_classes (int): Classes; 0 leaves the normalised token (``fc`` is Identity).
         drop_rate (float): Dropout before ``fc`` (the official model has none). Default: 0.
         norm_eps (float): LayerNorm epsilon (official: 1e-5).
+        pool_type (str): 'avg' (the official head: the class token, or the token average), or ''
+            (``num_classes`` 0): ``(last map, normalised class token)``, or without class token
+            ``(normalised token map, None)``. Default: 'avg'.
     """
 
     classifier_names = ('fc', )
     reads_tokens = True
 
-    def __init__(self, in_dims: int, num_classes: int, drop_rate: float = 0.0, norm_eps: float = 1e-5):
+    def __init__(self, in_dims: int, num_classes: int, drop_rate: float = 0.0, norm_eps: float = 1e-5,
+                 pool_type: str = 'avg'):
         super().__init__()
-        self.hidden_size = in_dims
+        _check_pool(pool_type, num_classes, 'CvT')
+        self.num_features = self.hidden_size = in_dims
+        self.pool_type = pool_type
         self.norm = nn.LayerNorm(in_dims, eps=norm_eps)
         self.drop = nn.Dropout(drop_rate)
         self.fc = _linear(in_dims, num_classes)
@@ -171,8 +212,12 @@ class CvTClassifier(nn.Module):
                              'stride-32 level for dense heads only. Use extra_stage with features_only=True.')
         return cls(backbone.stage_channels[backbone.num_official_stages - 1], num_classes, drop_rate, **kwargs)
 
-    def reset(self, num_classes: int) -> None:
-        """Replace the final Linear by a new one for ``num_classes`` (Identity for 0)."""
+    def reset(self, num_classes: int, pool_type: Optional[str] = None) -> None:
+        """Replace the final Linear by a new one for ``num_classes`` (Identity for 0); optionally
+        change the pooling ('avg' or '')."""
+        pool_type = self.pool_type if pool_type is None else pool_type
+        _check_pool(pool_type, num_classes, 'CvT')
+        self.pool_type = pool_type
         self.fc = _linear(self.hidden_size, num_classes)
 
     def get_classifier(self) -> nn.Module:
@@ -181,6 +226,10 @@ class CvTClassifier(nn.Module):
     def forward(self, features: Tuple[torch.Tensor, Optional[torch.Tensor]], pre_logits: bool = False):
         """``(last stage map, class token or None)`` -> logits ``(B, classes)`` (or ``(B, C)`` features)."""
         last_map, cls_token = features
+        if not self.pool_type:
+            if cls_token is not None:
+                return self.drop(last_map), self.drop(self.norm(cls_token))
+            return self.drop(self.norm(last_map.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)), None
         if cls_token is not None:
             x = self.norm(cls_token)
         else:
@@ -196,24 +245,29 @@ class ConformerClassifier(nn.Module):
     the class token after ``trans_norm`` (LayerNorm, eps 1e-5). The official model
     returns both logits, trains each with half the loss and reports the accuracy
     of their sum; ``forward`` returns the sum, :meth:`forward_heads` both.
-    ``pre_logits`` gives the two inputs concatenated: ``(B, C3 + embed_dims)``.
+    ``pre_logits`` gives the two inputs concatenated: ``(B, C3 + embed_dims)``,
+    which is also ``num_features`` (the width of the features the heads read).
 
     Args:
         conv_dims (int): Channels of the last CNN map.
         embed_dims (int): Width of the transformer branch.
         num_classes (int): Classes; 0 leaves the concatenated features.
         drop_rate (float): Dropout before both Linears (the official model has none). Default: 0.
+        pool_type (str): 'avg', or '' (``num_classes`` 0): ``(last CNN map, normalised class token)``
+            without pooling. Default: 'avg'.
     """
 
     classifier_names = ('conv_cls_head', 'trans_cls_head')
     reads_tokens = True
 
-    def __init__(self, conv_dims: int, embed_dims: int, num_classes: int, drop_rate: float = 0.0):
+    def __init__(self, conv_dims: int, embed_dims: int, num_classes: int, drop_rate: float = 0.0,
+                 pool_type: str = 'avg'):
         super().__init__()
         self.conv_dims, self.embed_dims = conv_dims, embed_dims
-        self.hidden_size = conv_dims + embed_dims
+        self.num_features = self.hidden_size = conv_dims + embed_dims
         self.trans_norm = nn.LayerNorm(embed_dims)
         self.drop = nn.Dropout(drop_rate)
+        self.pool_type = pool_type
         self.reset(num_classes)
 
     @classmethod
@@ -221,8 +275,12 @@ class ConformerClassifier(nn.Module):
                       **kwargs) -> 'ConformerClassifier':
         return cls(backbone.stage_channels[-1], backbone.embed_dims, num_classes, drop_rate, **kwargs)
 
-    def reset(self, num_classes: int) -> None:
-        """New Linears for ``num_classes`` on both branches (Identity for 0)."""
+    def reset(self, num_classes: int, pool_type: Optional[str] = None) -> None:
+        """New Linears for ``num_classes`` on both branches (Identity for 0); optionally change the
+        pooling ('avg' or '')."""
+        pool_type = self.pool_type if pool_type is None else pool_type
+        _check_pool(pool_type, num_classes, 'Conformer')
+        self.pool_type = pool_type
         self.num_classes = max(num_classes, 0)
         self.conv_cls_head = _linear(self.conv_dims, num_classes)
         self.trans_cls_head = _linear(self.embed_dims, num_classes)
@@ -239,9 +297,12 @@ class ConformerClassifier(nn.Module):
         pooled, token = self._inputs(features)
         return self.conv_cls_head(pooled), self.trans_cls_head(token)
 
-    def forward(self, features: Tuple[torch.Tensor, torch.Tensor], pre_logits: bool = False) -> torch.Tensor:
+    def forward(self, features: Tuple[torch.Tensor, torch.Tensor], pre_logits: bool = False):
         """``(last CNN map, class token)`` -> summed logits (or, with ``pre_logits`` or 0 classes,
-        the concatenated head inputs)."""
+        the concatenated head inputs; with ``pool_type=''`` the map and the normalised token)."""
+        if not self.pool_type:
+            last_map, cls_token = features
+            return self.drop(last_map), self.drop(self.trans_norm(cls_token))
         if pre_logits or not self.num_classes:
             return torch.cat(self._inputs(features), dim=1)
         conv_cls, trans_cls = self.forward_heads(features)
@@ -262,10 +323,10 @@ class TimmFamily:
             (the other keys are defaults a caller may override).
         head: the classifier class (:class:`PoolClassifier`, :class:`CvTClassifier`,
             :class:`ConformerClassifier`): ``from_backbone(backbone, num_classes,
-            drop_rate, **head_args)``, ``hidden_size``, ``classifier_names``,
-            ``reads_tokens``, ``reset(num_classes)``, ``get_classifier()`` and
-            ``forward(features, pre_logits)``; None: no classifier, the model returns
-            the multi-scale maps.
+            drop_rate, pool_type=..., **head_args)``, ``num_features``, ``hidden_size``,
+            ``classifier_names``, ``reads_tokens``, ``pool_type``, ``reset(num_classes,
+            pool_type)``, ``get_classifier()`` and ``forward(features, pre_logits)``; None:
+            no classifier, the model returns the multi-scale maps.
         head_args: extra arguments of ``head.from_backbone`` (e.g. ``norm_eps``).
         head_keys: official head module name -> module name inside ``head``, used to
             take the classifier weights from official checkpoints.
@@ -275,9 +336,12 @@ class TimmFamily:
         params: timm name -> published parameter count in millions with the official
             head (checked by the tests).
         cfg: timm pretrained-config fields (data config, paper) shared by the variants.
+        first_conv: the convolution(s) that read the image, names inside the backbone
+            (timm's ``pretrained_cfg['first_conv']``, as ``backbone.<name>``).
     """
     backbone: str
     variants: Dict[str, Union[str, dict]]
+    first_conv: Tuple[str, ...] = ()
     head: Optional[type] = None
     head_args: Dict[str, Any] = dataclasses.field(default_factory=dict)
     head_keys: Dict[str, str] = dataclasses.field(default_factory=dict)
@@ -286,21 +350,37 @@ class TimmFamily:
     cfg: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
+#: CrossFormer's cross-scale embedding: four convolutions read the image
+_CROSSFORMER_STEM = tuple(f'patch_embed.projs.{i}' for i in range(4))
+_CROSSFORMER_CFG = dict(crop_pct=0.875, interpolation='bicubic', **IMAGENET_DEFAULT,
+                        origin_url='https://github.com/cheerss/CrossFormer')
+
 FAMILIES: Tuple[TimmFamily, ...] = (
     TimmFamily(
         'CrossFormer',
         {'crossformer_t': 'tiny', 'crossformer_s': 'small', 'crossformer_b': 'base', 'crossformer_l': 'large'},
+        first_conv=_CROSSFORMER_STEM,
         # official models/crossformer.py: norm (nn.LayerNorm) -> avgpool -> head (Linear)
         head=PoolClassifier, head_args=dict(norm_eps=1e-5),
         head_keys={'norm': 'norm', 'head': 'fc'},
         params={'crossformer_t': 27.8, 'crossformer_s': 30.7, 'crossformer_b': 52.0, 'crossformer_l': 92.0},
         # Swin-style evaluation of the official repo: resize 256/224, centre crop, bicubic
-        cfg=dict(crop_pct=0.875, interpolation='bicubic', **IMAGENET_DEFAULT,
-                 paper_ids='arXiv:2108.00154', origin_url='https://github.com/cheerss/CrossFormer')),
+        cfg=dict(_CROSSFORMER_CFG, paper_ids='arXiv:2108.00154')),
+    TimmFamily(
+        'CrossFormerPP',
+        {'crossformer_pp_s': 'pp_small', 'crossformer_pp_b': 'pp_base', 'crossformer_pp_l': 'pp_large',
+         'crossformer_pp_h': 'pp_huge'},
+        first_conv=_CROSSFORMER_STEM,
+        # the official main-branch models/crossformer.py builds the ++ classifiers too (use_acl=True):
+        # the same norm (nn.LayerNorm) -> avgpool -> head; the same evaluation as v1
+        head=PoolClassifier, head_args=dict(norm_eps=1e-5),
+        head_keys={'norm': 'norm', 'head': 'fc'},
+        cfg=dict(_CROSSFORMER_CFG, paper_ids='arXiv:2303.06908')),
     TimmFamily(
         'Conv2Former',
         {'conv2former_n': 'nano', 'conv2former_t': 'tiny', 'conv2former_s': 'small', 'conv2former_b': 'base',
          'conv2former_b_22k': dict(arch='base', kernel_size=7), 'conv2former_l': 'large'},
+        first_conv=('stem.0', ),
         # official models/conv2former.py: head = [1x1 conv to 1280, GELU, channels-first
         # LayerNorm(eps 1e-6)] on the map -> mean over H, W -> pred (Linear)
         head=PoolClassifier, head_args=dict(hidden_dims=1280, norm_eps=1e-6),
@@ -316,6 +396,7 @@ FAMILIES: Tuple[TimmFamily, ...] = (
         'Conformer',
         {'conformer_t_p16': 'tiny', 'conformer_s_p16': 'small', 'conformer_s_p32': 'small_p32',
          'conformer_b_p16': 'base'},
+        first_conv=('conv1', ),
         # official conformer.py: conv_cls_head on the average-pooled last CNN map and
         # trans_cls_head on trans_norm(class token); the reported prediction is their sum.
         # mmpretrain keeps trans_norm in its backbone and the two Linears under head.
@@ -330,6 +411,7 @@ FAMILIES: Tuple[TimmFamily, ...] = (
     TimmFamily(
         'CvT',
         {'cvt_13': '13', 'cvt_21': '21', 'cvt_w24': 'w24'},
+        first_conv=('stage0.patch_embed.proj', ),
         # official cls_cvt.py: norm (LayerNorm, eps 1e-5) on the last stage's class token
         # -> head; HuggingFace's CvtForImageClassification calls them layernorm/classifier
         head=CvTClassifier, head_args=dict(norm_eps=1e-5),
@@ -340,11 +422,18 @@ FAMILIES: Tuple[TimmFamily, ...] = (
         cfg=dict(crop_pct=0.875, interpolation='bicubic', **IMAGENET_DEFAULT, pool_size=(14, 14),
                  paper_ids='arXiv:2103.15808',
                  origin_url='https://github.com/microsoft/CvT')),
-    # CloFormer never released weights (nor a classifier to reproduce): feature model only.
     TimmFamily(
         'CloFormer',
         {'cloformer_xxs': 'xxs', 'cloformer_xs': 'xs', 'cloformer_s': 's'},
-        cfg=dict(paper_ids='arXiv:2303.17803', origin_url='https://github.com/qhfan/CloFormer')),
+        first_conv=('patch_embed.conv1.conv.0', ),
+        # official classification/models/CloFormer.py: norm (GroupNorm(1, C), eps 1e-5) on the
+        # last map -> avgpool -> head (Linear); no weights were released
+        head=PoolClassifier, head_args=dict(norm='group', norm_eps=1e-5),
+        head_keys={'norm': 'norm', 'head': 'fc'},
+        params={'cloformer_xxs': 4.2, 'cloformer_xs': 7.2, 'cloformer_s': 12.3},
+        # the official (Swin-style) test transform: resize 256/224 bicubic, centre crop, ImageNet mean/std
+        cfg=dict(crop_pct=0.875, interpolation='bicubic', **IMAGENET_DEFAULT,
+                 paper_ids='arXiv:2303.17803', origin_url='https://github.com/qhfan/CloFormer')),
 )
 
 
@@ -361,7 +450,16 @@ class HybridTimmModel(nn.Module):
 
     ``forward_features`` returns what the classifier reads: the last stage map, or
     for a classifier on the class token (Conformer, CvT) the pair ``(last stage
-    map, class token)``; the backbone then runs with ``with_tokens=True``.
+    map, class token)``; the backbone then runs with ``with_tokens=True``. Those two
+    are timm's "non-standard" models: ``forward_features`` is a tuple, and
+    ``num_features`` is the width of the pooled features (Conformer: the CNN map's
+    channels plus the class token's).
+    ``forward_intermediates(x)`` returns ``(forward_features(x), stage maps)``, so
+    ``forward_head(forward_intermediates(x)[0])`` gives the logits.
+
+    The whole model traces with ``torch.fx`` (torchvision's feature extraction, with
+    or without timm's leaf modules), ``torch.jit.trace`` and ``torch.export``;
+    ``torch.jit.script`` is refused (see ``TORCHSCRIPT_UNSUPPORTED``).
 
     Args:
         family (TimmFamily): The family's table entry.
@@ -370,7 +468,10 @@ class HybridTimmModel(nn.Module):
         num_classes (int): Classes of the classifier; 0: pooled features. Must be 0
             for a family without classifier. Default: 1000.
         in_chans (int): Image channels. Default: 3.
-        global_pool (str): Only 'avg' (the official classifiers' pooling).
+        global_pool (str): 'avg' (the official classifiers' pooling), or '' with
+            ``num_classes=0``: ``forward`` returns the unpooled features (the last map
+            after the head's norm; Conformer and CvT: the map and the normalised class
+            token). Default: 'avg'.
         drop_rate (float): Dropout before the final Linear. Default: 0.
         drop_path_rate (float): Stochastic depth of the backbone. Default: 0 (timm's
             convention; the OpenMMLab configs set their own).
@@ -388,9 +489,9 @@ class HybridTimmModel(nn.Module):
                  drop_path_rate: float = 0.0, with_head: bool = True, random_init: bool = True,
                  **backbone_kwargs):
         super().__init__()
-        if global_pool != 'avg':
-            raise ValueError(f'{family.backbone} classifiers pool by average only (global_pool="avg"), '
-                             f'got {global_pool!r}.')
+        global_pool = 'avg' if global_pool is None else global_pool
+        if with_head and family.head is not None:
+            _check_pool(global_pool, num_classes, family.backbone)
         if family.head is None and num_classes:
             raise ValueError(f'mmhybrid has no classification head for {family.backbone}: build it with '
                              'num_classes=0 (its forward returns the multi-scale maps) or features_only=True.')
@@ -408,10 +509,11 @@ class HybridTimmModel(nn.Module):
         names = {id(m): n for n, m in self.backbone.named_modules()}   # every stage is a registered module
         self.feature_info = [dict(num_chs=c, reduction=s, module=f'backbone.{names[id(stage)]}', index=i)
                              for i, (stage, c, s) in enumerate(zip(self.backbone.stage_modules(), channels, strides))]
-        self.num_features = channels[-1]
-        self.head = family.head.from_backbone(self.backbone, num_classes, drop_rate, **family.head_args) \
+        self.head = family.head.from_backbone(self.backbone, num_classes, drop_rate, pool_type=global_pool,
+                                              **family.head_args) \
             if with_head and family.head is not None else None
         self.num_classes = num_classes if self.head is not None else 0
+        self.num_features = self.head.num_features if self.head is not None else channels[-1]
         self.head_hidden_size = self.head.hidden_size if self.head is not None else self.num_features
         self.register_load_state_dict_pre_hook(_convert_foreign_state)
 
@@ -431,12 +533,14 @@ class HybridTimmModel(nn.Module):
         n = len(self.feature_info)
         return tuple(outs[:n]), (outs[n] if len(outs) > n else None)
 
-    def forward_features(self, x: torch.Tensor):
-        """What the classifier reads: the last stage map (NCHW), or ``(last stage map, class token)``."""
-        maps, tokens = self._run(x)
+    def _features(self, maps: Tuple[torch.Tensor, ...], tokens) -> Union[torch.Tensor, tuple]:
         if self.head is not None and self.head.reads_tokens:
             return maps[-1], tokens[1]
         return maps[-1]
+
+    def forward_features(self, x: torch.Tensor):
+        """What the classifier reads: the last stage map (NCHW), or ``(last stage map, class token)``."""
+        return self._features(*self._run(x))
 
     def forward_head(self, x, pre_logits: bool = False) -> torch.Tensor:
         """Classifier on ``forward_features``' output; ``pre_logits`` stops before the final Linear(s)."""
@@ -466,19 +570,20 @@ class HybridTimmModel(nn.Module):
             intermediates_only: return only the maps.
 
         Returns:
-            The list of maps, or ``(last map, maps)``.
+            The list of maps, or ``(forward_features(x), maps)``: the last map, or for
+            Conformer and CvT classifiers ``(last map, class token)``, from the same pass.
         """
         if output_fmt != 'NCHW':
             raise ValueError(f'mmhybrid backbones return NCHW maps, got output_fmt={output_fmt!r}.')
         if norm:
             raise ValueError('mmhybrid backbones return the stage maps without a final norm; use norm=False.')
         take, _ = feature_take_indices(len(self.feature_info), indices)
-        maps = self._run(x)[0]
+        maps, tokens = self._run(x)
         if max(take) >= len(maps):
             raise ValueError(f'This model was pruned to stages 0..{len(maps) - 1} '
                              f'(prune_intermediate_layers); stage {max(take)} no longer runs.')
         intermediates = [maps[i] for i in take]
-        return intermediates if intermediates_only else (maps[-1], intermediates)
+        return intermediates if intermediates_only else (self._features(maps, tokens), intermediates)
 
     def prune_intermediate_layers(self, indices: Optional[Union[int, Sequence[int]]] = 1,
                                   prune_norm: bool = False, prune_head: bool = True) -> List[int]:
@@ -502,13 +607,20 @@ class HybridTimmModel(nn.Module):
         return self.head.get_classifier() if self.head is not None else nn.Identity()
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        """New final Linear for ``num_classes`` (0: pooled features); the rest of the head is kept."""
-        if global_pool not in (None, 'avg'):
-            raise ValueError(f'{self.family.backbone} classifiers pool by average only, got {global_pool!r}.')
+        """New final Linear for ``num_classes`` (0: pooled features); the rest of the head is kept.
+
+        ``global_pool``: None keeps the pooling, 'avg' pools, '' (with ``num_classes=0``)
+        makes ``forward`` return the unpooled features (see the class docstring).
+        """
         if self.head is None:
             raise ValueError(f'This {self.family.backbone} model has no classification head.')
-        self.head.reset(num_classes)
+        _check_pool(self.head.pool_type if global_pool is None else global_pool, num_classes, self.family.backbone)
+        self.head.reset(num_classes, global_pool)
         self.num_classes = num_classes
+
+    def __prepare_scriptable__(self):
+        """``torch.jit.script`` calls this first: refused with a clear message."""
+        raise RuntimeError(TORCHSCRIPT_UNSUPPORTED)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.backbone.with_cp = enable
@@ -697,9 +809,11 @@ def _register(name: str, family: TimmFamily, spec: Union[str, dict]) -> None:
     VARIANTS[reg] = (family, spec)
     head = family.head is not None
     classifier = tuple(f'head.{n}' for n in family.head.classifier_names) if head else None
+    first_conv = tuple(f'backbone.{n}' for n in family.first_conv)
     default_cfgs.update(generate_default_cfgs({reg: {
         **dict(url='', num_classes=1000 if head else 0,
                classifier=(classifier[0] if len(classifier) == 1 else classifier) if head else None,
+               first_conv=first_conv[0] if len(first_conv) == 1 else first_conv,
                input_size=(3, 224, 224), pool_size=(7, 7) if head else None),
         **family.cfg}}))
 

@@ -21,6 +21,7 @@ from functools import lru_cache
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.fx
 import torch.nn as nn
 from mmengine.logging import MMLogger, print_log
 from mmengine.model import BaseModule
@@ -109,6 +110,36 @@ def registered_families() -> Dict[str, type]:
 
 def _pattern(key: str) -> str:
     return re.sub(r'\d+', '#', key)
+
+
+def check_image(x: torch.Tensor, in_channels: int, owner: str) -> None:
+    """Refuse anything but a 4D NCHW tensor with ``in_channels`` channels.
+
+    A leaf of FX graphs (``torch.fx.wrap``): a traced backbone checks its input when
+    the graph runs, as the eager one does.
+
+    Args:
+        x: the input.
+        in_channels: the channels the backbone was built for.
+        owner: the backbone's class name, for the message.
+    """
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f'{owner} expects a 4D NCHW image tensor, got {shape}.')
+    if x.shape[1] != in_channels:
+        raise ValueError(
+            f'{owner} expects {in_channels} input channels (in_channels={in_channels}), got {x.shape[1]} '
+            f'(input shape {tuple(x.shape)}). Pass NCHW images, or build the backbone with a matching in_channels.')
+
+
+torch.fx.wrap('check_image')
+
+#: why ``torch.jit.script`` is refused (see :meth:`HybridBackbone.__prepare_scriptable__`)
+TORCHSCRIPT_UNSUPPORTED = (
+    'mmhybrid models do not support torch.jit.script: TorchScript is deprecated in PyTorch and cannot '
+    'compile these networks (shape-dependent Python, tuples with None, mmengine modules). Use '
+    'torch.jit.trace or torch.export.export(model, (x, ), strict=False) (both record one input size), '
+    'torch.compile, or torch.fx (torchvision.models.feature_extraction.create_feature_extractor).')
 
 
 @lru_cache(maxsize=None)
@@ -422,15 +453,13 @@ class HybridBackbone(BaseModule):
         return block(*args)
 
     def check_input(self, x: torch.Tensor) -> None:
-        """Refuse anything but a 4D NCHW tensor with ``in_channels`` channels."""
-        if not isinstance(x, torch.Tensor) or x.dim() != 4:
-            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f'{type(self).__name__} expects a 4D NCHW image tensor, got {shape}.')
-        if x.shape[1] != self.in_channels:
-            raise ValueError(
-                f'{type(self).__name__} expects {self.in_channels} input channels '
-                f'(in_channels={self.in_channels}), got {x.shape[1]} (input shape {tuple(x.shape)}). '
-                'Pass NCHW images, or build the backbone with a matching in_channels.')
+        """Refuse anything but a 4D NCHW tensor with ``in_channels`` channels (see :func:`check_image`)."""
+        check_image(x, self.in_channels, type(self).__name__)
+
+    def __prepare_scriptable__(self):
+        """``torch.jit.script`` calls this first: refused with a clear message (TorchScript is
+        deprecated and cannot compile these networks; trace, export, compile and FX work)."""
+        raise RuntimeError(TORCHSCRIPT_UNSUPPORTED)
 
     def init_weights(self) -> None:
         """Random init, or load ``init_cfg``'s checkpoint through the converter."""

@@ -31,6 +31,7 @@ results where it runs:
 from typing import Dict, Sequence, Tuple, Union
 
 import torch
+import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
@@ -39,6 +40,10 @@ from ..converters.cloformer import convert_cloformer
 from ..registry import MODELS
 from .base import HybridBackbone, per_stage
 from .layers import DropPath, conv_act, drop_path_rates
+
+# conv_act chooses between a fused oneDNN convolution and the plain one per call: a leaf of
+# FX graphs, so a traced model decides at run time as the eager one (equal outputs)
+torch.fx.wrap('conv_act')
 
 
 def _channels_norm(dims: int) -> nn.GroupNorm:

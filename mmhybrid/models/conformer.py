@@ -44,6 +44,7 @@ import math
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.model.weight_init import trunc_normal_
@@ -53,6 +54,10 @@ from ..registry import MODELS
 from .base import HybridBackbone
 from .layers import (DropPath, Mlp, bn_affine, conv_bn, drop_path_rates, has_hooks, pad_bottom_right,
                      trunc_normal_init)
+
+# size-dependent Python runs as leaves of FX graphs (see add_upsampled, token_grid), so a
+# traced model works at any input size
+torch.fx.wrap('pad_bottom_right')
 
 
 # --------------------------------------------------------------------------------------
@@ -87,6 +92,18 @@ def add_upsampled(x: torch.Tensor, small: torch.Tensor, scale: int) -> torch.Ten
     out = x.view(b, c, h, scale, w, scale) + small[:, :, :, None, :, None]
     # the sum takes x's memory layout (channels_last here), in which this merge is a view
     return out.reshape(b, c, height, width)
+
+
+torch.fx.wrap('add_upsampled')
+
+
+def token_grid(x: torch.Tensor, patch_size: int) -> Tuple[int, int]:
+    """The transformer's patch grid for the ``(B, C, H, W)`` images ``x``: ``ceil(side / patch_size)``
+    (a leaf of FX graphs)."""
+    return math.ceil(x.shape[-2] / patch_size), math.ceil(x.shape[-1] / patch_size)
+
+
+torch.fx.wrap('token_grid')
 
 
 # --------------------------------------------------------------------------------------
@@ -498,7 +515,7 @@ class Conformer(HybridBackbone):
         self.check_input(x)
         b = x.shape[0]
         x = x.contiguous(memory_format=torch.channels_last)
-        grid = self.token_grid(*x.shape[-2:])   # = ceil(stem output / (patch / 4))
+        grid = token_grid(x, self.patch_size)   # = ceil(stem output / (patch / 4))
         x_base = F.max_pool2d(conv_bn_act(x, self.conv1, self.bn1), 3, 2, 1).relu_()
         dw = self.patch_size // 4
 
@@ -515,6 +532,6 @@ class Conformer(HybridBackbone):
             if i in self.out_indices:
                 outs.append(x.contiguous())
         if self.with_tokens:
-            patches = x_t[:, 1:].transpose(1, 2).reshape(b, self.embed_dims, *grid)
+            patches = x_t[:, 1:].transpose(1, 2).reshape(b, self.embed_dims, grid[0], grid[1])
             outs.append((patches, x_t[:, 0]))
         return self.finish_outputs(outs)

@@ -27,6 +27,7 @@ results where it runs:
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.fx
 import torch.nn as nn
 
 from ..converters.common import CheckpointMismatchError
@@ -35,6 +36,11 @@ from ..registry import MODELS
 from .base import HybridBackbone
 from .layers import (DropPath, LayerNorm2d, drop_path_rates, onednn_conv, onednn_conv_binary,
                      onednn_inference, pad_bottom_right, trunc_normal_init)
+
+# leaves of FX graphs (torch.fx / torchvision feature extraction record a call, run when
+# the graph runs): the size-dependent padding, and each block, which chooses between its
+# fused inference path and the plain one at run time as the eager model does
+torch.fx.wrap('pad_bottom_right')
 
 
 # --------------------------------------------------------------------------------------
@@ -164,8 +170,10 @@ class Conv2FormerBlock(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training and onednn_inference(x, *self.modules()):
-            return self.forward_fused(x)
+        return conv2former_block(self, x)
+
+    def forward_plain(self, x: torch.Tensor) -> torch.Tensor:
+        """The block as written (training, autograd, tracing)."""
         if isinstance(self.drop_path, nn.Identity) or not self.training:
             x = torch.addcmul(x, self.layer_scale_1[:, None, None], self.attn(x))
             return torch.addcmul(x, self.layer_scale_2[:, None, None], self.mlp(x))
@@ -192,6 +200,21 @@ class Conv2FormerBlock(nn.Module):
         y = onednn_conv(y, mlp.pos, 'gelu').add_(y)
         ls = self.layer_scale_2
         return onednn_conv_binary(y, x, mlp.fc2, 'add', mlp.fc2.weight * ls[:, None, None, None], mlp.fc2.bias * ls)
+
+
+def conv2former_block(block: Conv2FormerBlock, x: torch.Tensor) -> torch.Tensor:
+    """``block(x)``: :meth:`~Conv2FormerBlock.forward_fused` where ``onednn_inference`` allows it,
+    else :meth:`~Conv2FormerBlock.forward_plain`.
+
+    A leaf of FX graphs, so that a traced model decides per call, as the eager one
+    (equal outputs bit for bit, with and without autograd).
+    """
+    if not block.training and onednn_inference(x, *block.modules()):
+        return block.forward_fused(x)
+    return block.forward_plain(x)
+
+
+torch.fx.wrap('conv2former_block')
 
 
 class Conv2FormerStage(nn.Module):

@@ -18,6 +18,7 @@ from functools import lru_cache
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -25,6 +26,12 @@ from ..converters.crossformer import convert_crossformer
 from ..registry import MODELS
 from .base import HybridBackbone, per_stage
 from .layers import DropPath, Mlp, drop_path_rates, pad_bottom_right, trunc_normal_init
+
+# Shape-dependent Python runs as leaves of FX graphs (torch.fx / torchvision feature
+# extraction record a call, executed when the graph runs), so a traced model works at
+# any input size: the padding, the groupings of a stage, the position tables and the
+# attention over the groups (its loop runs over the runs of groups of the current size).
+torch.fx.wrap('pad_bottom_right')
 
 # --------------------------------------------------------------------------------------
 # Grouping geometry
@@ -96,6 +103,15 @@ class Grouping:
 SMALL_MAP_SIDE = {'shorter': min, 'longer': max}
 
 
+def stage_groupings(x: torch.Tensor, group: int, interval: int, lda: str,
+                    small_maps: str = 'shorter') -> Tuple[Grouping, Grouping]:
+    """:func:`block_groupings` for the ``(B, H, W, C)`` tokens ``x`` of a stage (a leaf of FX graphs)."""
+    return block_groupings(x.shape[1], x.shape[2], group, interval, lda, small_maps)
+
+
+torch.fx.wrap('stage_groupings')
+
+
 @lru_cache(maxsize=256)
 def block_groupings(height: int, width: int, group: int, interval: int, lda: str,
                     small_maps: str = 'shorter') -> Tuple[Grouping, Grouping]:
@@ -127,6 +143,9 @@ def relative_position_tables(gh: int, gw: int, device: torch.device,
     if torch.compiler.is_compiling() or torch._guards.detect_fake_mode() is not None:
         return _relative_position_tables.__wrapped__(gh, gw, device, dtype)
     return _relative_position_tables(gh, gw, device, dtype)
+
+
+torch.fx.wrap('relative_position_tables')
 
 
 @lru_cache(maxsize=128)
@@ -198,37 +217,58 @@ class GroupAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, grouping: Grouping) -> torch.Tensor:
         """``x``: ``(B, H, W, C)`` normalised tokens; returns the same shape."""
-        b, h, w, c = x.shape
-        heads, hd = self.num_heads, c // self.num_heads
-        (rh, gh, ih), (rw, gw, iw) = grouping.h, grouping.w
-        hp, wp = grouping.padded
-        # Padded positions never act as keys, and padded queries are cropped, so the
-        # projection runs on the valid tokens only and the padding value is irrelevant.
-        qkv = pad_bottom_right(self.qkv(x), hp, wp, channels_last=True)
-        qkv = qkv.reshape(b, rh, gh, ih, rw, gw, iw, 3, heads, hd)
-        qkv = qkv.permute(7, 0, 1, 3, 4, 6, 8, 2, 5, 9).reshape(3, b, rh * ih, rw * iw, heads, gh, gw, hd)
-        bias = self.pos((gh, gw), x.device).to(qkv.dtype)  # the queries' dtype (autocast's under autocast)
+        # the projection runs on the valid tokens only: padding is added after it (see grouped_attention)
+        bias = self.pos(grouping.group_shape, x.device)
+        return self.proj(grouped_attention(self.qkv(x), bias, grouping, self.num_heads))
 
-        rows = []
-        for ys, ye, vh in grouping.runs_h:
-            cols = []
-            for xs, xe, vw in grouping.runs_w:
-                q, k, v = qkv[:, :, ys:ye, xs:xe].unbind(0)
-                n_groups = b * (ye - ys) * (xe - xs)
-                if vh == 0 or vw == 0:  # groups made only of padding (cropped below)
-                    cols.append(q.new_zeros(q.shape))
-                    continue
-                q = q.reshape(n_groups, heads, gh * gw, hd)
-                k = k[..., :vh, :vw, :].reshape(n_groups, heads, vh * vw, hd)
-                v = v[..., :vh, :vw, :].reshape(n_groups, heads, vh * vw, hd)
-                mask = bias[..., :vh, :vw].reshape(1, heads, gh * gw, vh * vw)
-                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-                cols.append(out.reshape(b, ye - ys, xe - xs, heads, gh, gw, hd))
-            rows.append(cols[0] if len(cols) == 1 else torch.cat(cols, dim=2))
-        out = rows[0] if len(rows) == 1 else torch.cat(rows, dim=1)
-        out = out.reshape(b, rh, ih, rw, iw, heads, gh, gw, hd)
-        out = out.permute(0, 1, 6, 2, 3, 7, 4, 5, 8).reshape(b, hp, wp, c)
-        return self.proj(out[:, :h, :w])
+
+def grouped_attention(qkv: torch.Tensor, bias: torch.Tensor, grouping: Grouping, heads: int) -> torch.Tensor:
+    """Attention inside the groups of ``grouping`` (a leaf of FX graphs).
+
+    Args:
+        qkv: ``(B, H, W, 3C)`` projected tokens.
+        bias: ``(heads, gh, gw, gh, gw)`` position bias of one group.
+        grouping: the grouping of the ``H x W`` map.
+        heads: number of heads.
+
+    Returns:
+        ``(B, H, W, C)`` attention outputs, before the output projection.
+    """
+    b, h, w, c3 = qkv.shape
+    c = c3 // 3
+    hd = c // heads
+    (rh, gh, ih), (rw, gw, iw) = grouping.h, grouping.w
+    hp, wp = grouping.padded
+    # Padded positions never act as keys, and padded queries are cropped, so the
+    # padding value is irrelevant.
+    qkv = pad_bottom_right(qkv, hp, wp, channels_last=True)
+    qkv = qkv.reshape(b, rh, gh, ih, rw, gw, iw, 3, heads, hd)
+    qkv = qkv.permute(7, 0, 1, 3, 4, 6, 8, 2, 5, 9).reshape(3, b, rh * ih, rw * iw, heads, gh, gw, hd)
+    bias = bias.to(qkv.dtype)  # the queries' dtype (autocast's under autocast)
+
+    rows = []
+    for ys, ye, vh in grouping.runs_h:
+        cols = []
+        for xs, xe, vw in grouping.runs_w:
+            q, k, v = qkv[:, :, ys:ye, xs:xe].unbind(0)
+            n_groups = b * (ye - ys) * (xe - xs)
+            if vh == 0 or vw == 0:  # groups made only of padding (cropped below)
+                cols.append(q.new_zeros(q.shape))
+                continue
+            q = q.reshape(n_groups, heads, gh * gw, hd)
+            k = k[..., :vh, :vw, :].reshape(n_groups, heads, vh * vw, hd)
+            v = v[..., :vh, :vw, :].reshape(n_groups, heads, vh * vw, hd)
+            mask = bias[..., :vh, :vw].reshape(1, heads, gh * gw, vh * vw)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            cols.append(out.reshape(b, ye - ys, xe - xs, heads, gh, gw, hd))
+        rows.append(cols[0] if len(cols) == 1 else torch.cat(cols, dim=2))
+    out = rows[0] if len(rows) == 1 else torch.cat(rows, dim=1)
+    out = out.reshape(b, rh, ih, rw, iw, heads, gh, gw, hd)
+    out = out.permute(0, 1, 6, 2, 3, 7, 4, 5, 8).reshape(b, hp, wp, c)
+    return out[:, :h, :w]
+
+
+torch.fx.wrap('grouped_attention')
 
 
 class CrossFormerBlock(nn.Module):
@@ -441,10 +481,9 @@ class CrossFormer(HybridBackbone):
         x = self.patch_embed(x)
         outs = []
         for i, stage in enumerate(self.layers):
-            h, w = x.shape[1:3]
-            sda, lda = block_groupings(h, w, stage.group_size, stage.interval, self.lda, self.small_maps)
+            groupings = stage_groupings(x, stage.group_size, stage.interval, self.lda, self.small_maps)  # SDA, LDA
             for j, block in enumerate(stage.blocks):
-                x = self.run_block(block, x, lda if j % 2 else sda)
+                x = self.run_block(block, x, groupings[j % 2])
             if i in self.out_indices:
                 outs.append(x.permute(0, 3, 1, 2).contiguous())
             if i == self.out_indices[-1]:  # later stages would be computed for nothing

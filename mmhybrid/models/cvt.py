@@ -23,6 +23,7 @@ results where it runs:
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.model.weight_init import trunc_normal_
@@ -32,6 +33,10 @@ from ..converters.cvt import convert_cvt
 from ..registry import MODELS
 from .base import HybridBackbone
 from .layers import DropPath, Mlp, conv_bn, pad_bottom_right, trunc_normal_init
+
+# leaves of FX graphs: the size-dependent padding, and QuickGELU's autograd Function (traced
+# through, its in-place forward would become plain ops without its backward)
+torch.fx.wrap('pad_bottom_right')
 
 
 # --------------------------------------------------------------------------------------
@@ -150,11 +155,19 @@ class _QuickGELUFunction(torch.autograd.Function):
         return grad * s * (1.702 * x * (1 - s) + 1)
 
 
+def quick_gelu(x: torch.Tensor) -> torch.Tensor:
+    """``x * sigmoid(1.702 x)`` through :class:`_QuickGELUFunction` (a leaf of FX graphs)."""
+    return _QuickGELUFunction.apply(x)
+
+
+torch.fx.wrap('quick_gelu')
+
+
 class QuickGELU(nn.Module):
     """``x * sigmoid(1.702 x)``, the activation every official CvT model is built with."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _QuickGELUFunction.apply(x)
+        return quick_gelu(x)
 
 
 class CvTBlock(nn.Module):

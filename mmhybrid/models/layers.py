@@ -2,14 +2,15 @@
 from typing import Optional, Sequence, Tuple
 
 import torch
+import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn.bricks import DropPath
 from mmengine.model.weight_init import trunc_normal_
 
-__all__ = ['DropPath', 'LayerNorm2d', 'Mlp', 'autocast_outputs', 'bn_affine', 'conv_act', 'conv_bn', 'drop_path_rates',
-           'has_hooks', 'onednn_conv', 'onednn_conv_binary', 'onednn_inference', 'pad_bottom_right',
-           'trunc_normal_init']
+__all__ = ['DropPath', 'LayerNorm2d', 'Mlp', 'autocast_output', 'autocast_outputs', 'bn_affine', 'conv_act', 'conv_bn',
+           'drop_path_rates', 'has_hooks', 'onednn_conv', 'onednn_conv_binary', 'onednn_inference',
+           'pad_bottom_right', 'trunc_normal_init']
 
 
 class LayerNorm2d(nn.LayerNorm):
@@ -89,17 +90,30 @@ def autocast_outputs(outs):
     def cast(t):
         if isinstance(t, (tuple, list)):
             return type(t)(cast(u) for u in t)
-        if (not isinstance(t, torch.Tensor) or not t.is_floating_point() or t.dtype == torch.float64
-                or not torch.is_autocast_enabled(t.device.type)):
-            return t
-        return t.to(torch.get_autocast_dtype(t.device.type))
+        return t if t is None else autocast_output(t)
 
     return tuple(cast(t) for t in outs)
+
+
+def autocast_output(t: torch.Tensor) -> torch.Tensor:
+    """One returned map in the autocast dtype of its device where autocast is on (fp64 and
+    non-float tensors as they are); a leaf of FX graphs, so a traced model casts when it runs."""
+    if (not isinstance(t, torch.Tensor) or not t.is_floating_point() or t.dtype == torch.float64
+            or not torch.is_autocast_enabled(t.device.type)):
+        return t
+    return t.to(torch.get_autocast_dtype(t.device.type))
+
+
+torch.fx.wrap('autocast_output')
 
 
 def pad_bottom_right(x: torch.Tensor, multiple_h: int, multiple_w: int,
                      channels_last: bool = False) -> torch.Tensor:
     """Zero-pad the bottom/right of a map so its sides are multiples of the given numbers.
+
+    Shape-dependent Python: the families that call it make it a leaf of FX graphs
+    (``torch.fx.wrap('pad_bottom_right')`` in their module), so a traced model pads
+    whatever size it is given.
 
     Args:
         x: ``(B, C, H, W)`` or, with ``channels_last``, ``(B, H, W, C)``.
