@@ -116,3 +116,17 @@ def test_drop_path_rises_linearly_over_all_blocks():
     rates = [getattr(b.drop_path, 'drop_prob', 0.0) for s in model.layers for b in s.blocks]
     assert rates[0] == 0.0 and rates[-1] == pytest.approx(0.2)
     assert rates == pytest.approx([0.2 * i / 11 for i in range(12)])
+
+
+@pytest.mark.parametrize('kernel', [4, 8, 16, 32])
+def test_stem_convolution_fast_form_gives_the_direct_outputs_and_gradients(kernel):
+    from mmhybrid.models.crossformer import embed_conv
+    conv = torch.nn.Conv2d(3, 5, kernel, stride=4, padding=(kernel - 4) // 2)
+    x = torch.randn(2, 3, 40, 56, requires_grad=True)
+    direct = conv(x)
+    grads_direct = torch.autograd.grad(direct.square().sum(), [x, conv.weight, conv.bias])
+    fast = embed_conv(conv, x)
+    grads_fast = torch.autograd.grad(fast.square().sum(), [x, conv.weight, conv.bias])
+    torch.testing.assert_close(fast, direct, rtol=1e-5, atol=1e-5)
+    for g_fast, g_direct in zip(grads_fast, grads_direct):
+        torch.testing.assert_close(g_fast, g_direct, rtol=1e-4, atol=1e-4)

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from ..converters.crossformer import convert_crossformer
 from ..registry import MODELS
 from .base import HybridBackbone, per_stage
-from .layers import DropPath, Mlp, drop_path_rates, pad_bottom_right, trunc_normal_init
+from .layers import DropPath, Mlp, drop_path_rates, has_hooks, pad_bottom_right, trunc_normal_init
 
 # Shape-dependent Python runs as leaves of FX graphs (torch.fx / torchvision feature
 # extraction record a call, executed when the graph runs), so a traced model works at
@@ -324,8 +324,33 @@ class CrossScaleEmbedding(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W)`` image -> ``(B, ceil(H/4), ceil(W/4), D)`` tokens."""
         x = pad_bottom_right(x, self.stride, self.stride)
-        x = torch.cat([proj(x) for proj in self.projs], dim=1)
+        x = torch.cat([embed_conv(proj, x) for proj in self.projs], dim=1)
         return self.norm(x.permute(0, 2, 3, 1))
+
+
+def embed_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)`` for a stem convolution of stride s and kernel k = m * s, with padding
+    (k - s) / 2, on ``x`` whose sides are multiples of s.
+
+    On CPU a kernel of at least 4 s (CrossFormer's 16 and 32) runs as the same sums
+    rearranged: a stride-1 convolution with kernel m over the space-to-depth image
+    (``pixel_unshuffle`` by s: s * s times the channels). oneDNN computes the weight
+    gradient of a large strided kernel over 3 channels slowly: this form trains the
+    32 x 32 kernel 3-3.5x faster (CrossFormer-S at 800x1216: 630 -> 176 ms a step).
+    The parameters are the convolution's own; hooks on it see the call as usual (and an
+    empty batch, which ``pixel_unshuffle`` returns unchanged, takes ``conv``). A leaf
+    of FX graphs (``torch.fx.wrap``).
+    """
+    k, s, p = conv.kernel_size[0], conv.stride[0], conv.padding[0]
+    if (x.device.type != 'cpu' or x.shape[0] == 0 or k < 4 * s or k % s or 2 * p != k - s or conv.kernel_size[1] != k
+            or conv.stride[1] != s or conv.padding[1] != p or has_hooks(conv)):
+        return conv(x)
+    m, w = k // s, conv.weight
+    w = w.reshape(w.shape[0], w.shape[1], m, s, m, s).permute(0, 1, 3, 5, 2, 4).reshape(w.shape[0], -1, m, m)
+    return F.conv2d(F.pixel_unshuffle(F.pad(x, (p, p, p, p)), s), w, conv.bias)
+
+
+torch.fx.wrap('embed_conv')
 
 
 class CrossScaleMerging(nn.Module):
