@@ -39,11 +39,13 @@ from mmcv.cnn import build_norm_layer
 from ..converters.cloformer import convert_cloformer
 from ..registry import MODELS
 from .base import HybridBackbone, per_stage
-from .layers import DropPath, conv_act, drop_path_rates
+from .layers import DropPath, conv_act, depthwise_conv, drop_path_rates
 
 # conv_act chooses between a fused oneDNN convolution and the plain one per call: a leaf of
 # FX graphs, so a traced model decides at run time as the eager one (equal outputs)
 torch.fx.wrap('conv_act')
+# depthwise_conv picks the fast layout/precision of CPU training per call: a leaf as well
+torch.fx.wrap('depthwise_conv')
 
 
 def _channels_norm(dims: int) -> nn.GroupNorm:
@@ -166,7 +168,7 @@ class CloAttention(nn.Module):
         self.proj = nn.Conv2d(dims, dims, 1, bias=qkv_bias)
 
     def local_branch(self, x: torch.Tensor, i: int) -> torch.Tensor:
-        qkv = self.convs[i](self.qkvs[i](x))
+        qkv = depthwise_conv(self.convs[i], self.qkvs[i](x))
         q, k, v = qkv.chunk(3, dim=1)
         return self.act_blocks[i](q * k, self.scale) * v
 
@@ -209,7 +211,7 @@ class ConvFFN(nn.Module):
         self.fc2 = nn.Conv2d(hidden_dims, out_dims, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.dwconv(conv_act(self.fc1, x, 'gelu')))
+        return self.fc2(depthwise_conv(self.dwconv, conv_act(self.fc1, x, 'gelu')))
 
 
 class CloBlock(nn.Module):

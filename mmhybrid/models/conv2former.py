@@ -34,13 +34,15 @@ from ..converters.common import CheckpointMismatchError
 from ..converters.conv2former import convert_conv2former, official_to_layout
 from ..registry import MODELS
 from .base import HybridBackbone
-from .layers import (DropPath, LayerNorm2d, drop_path_rates, onednn_conv, onednn_conv_binary,
+from .layers import (DropPath, LayerNorm2d, depthwise_conv, drop_path_rates, onednn_conv, onednn_conv_binary,
                      onednn_inference, pad_bottom_right, trunc_normal_init)
 
 # leaves of FX graphs (torch.fx / torchvision feature extraction record a call, run when
 # the graph runs): the size-dependent padding, and each block, which chooses between its
 # fused inference path and the plain one at run time as the eager model does
 torch.fx.wrap('pad_bottom_right')
+# depthwise_conv picks the fast layout/precision of CPU training per call
+torch.fx.wrap('depthwise_conv')
 
 
 # --------------------------------------------------------------------------------------
@@ -117,7 +119,8 @@ class ConvModulation(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.norm(x)
-        return self.proj(self.att(x) * self.v(x))
+        fc, act, dwconv = self.att
+        return self.proj(depthwise_conv(dwconv, act(fc(x))) * self.v(x))
 
 
 class ConvMlp(nn.Module):
@@ -140,7 +143,7 @@ class ConvMlp(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(self.fc1(self.norm(x)))
         # in place on GELU's output, which autograd does not keep (GELU saves its input)
-        return self.fc2(self.act(self.pos(x)).add_(x))
+        return self.fc2(self.act(depthwise_conv(self.pos, x)).add_(x))
 
 
 class Conv2FormerBlock(nn.Module):

@@ -20,6 +20,7 @@ official code runs only for sides that are multiples of 32, where both agree.
 from typing import Sequence, Union
 
 import torch
+import torch.fx
 import torch.nn as nn
 
 from ..converters.common import CheckpointMismatchError
@@ -28,6 +29,10 @@ from ..registry import MODELS
 from ..utils.checkpoint import CheckpointLoadError
 from .base import HybridBackbone
 from .crossformer import CrossFormer, CrossFormerBlock, Grouping
+from .layers import depthwise_conv
+
+# depthwise_conv picks the fast layout/precision of CPU training per call: a leaf of FX graphs
+torch.fx.wrap('depthwise_conv')
 
 
 def has_acl(index: int, depth: int) -> bool:
@@ -58,7 +63,7 @@ class CrossFormerPPBlock(CrossFormerBlock):
     def forward(self, x: torch.Tensor, grouping: Grouping) -> torch.Tensor:
         x = super().forward(x, grouping)
         if self.acl:  # on the H x W map, zero-padded by the convolution only
-            x = self.ex_ln(self.ex_conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
+            x = self.ex_ln(depthwise_conv(self.ex_conv, x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
         return x
 
 

@@ -9,7 +9,7 @@ from mmcv.cnn.bricks import DropPath
 from mmengine.model.weight_init import trunc_normal_
 
 __all__ = ['DropPath', 'LayerNorm2d', 'Mlp', 'autocast_output', 'autocast_outputs', 'bn_affine', 'conv_act', 'conv_bn',
-           'drop_path_rates', 'has_hooks', 'onednn_conv', 'onednn_conv_binary', 'onednn_inference',
+           'depthwise_conv', 'drop_path_rates', 'has_hooks', 'onednn_conv', 'onednn_conv_binary', 'onednn_inference',
            'pad_bottom_right', 'trunc_normal_init']
 
 
@@ -177,9 +177,80 @@ def bn_affine(bn: nn.BatchNorm2d) -> Tuple[torch.Tensor, torch.Tensor]:
     return scale, bn.bias - bn.running_mean * scale
 
 
+# --------------------------------------------------------------------------------------
+# Depthwise convolutions in CPU training
+# --------------------------------------------------------------------------------------
+# oneDNN's depthwise backward on CPU (measured: torch 2.13, avx512_bf16, one thread, the
+# depthwise convs of CloFormer-S, CvT-13, Conv2Former-T, CrossFormer++-S at 224x224):
+# * in bf16 only the 3x3 stride-1 kernel is fast; 3x3 stride 2 and every larger kernel
+#   are 2-10x slower than in fp32 (5x5 on [1, 256, 56, 56]: 45.7 ms bf16, 10.2 ms fp32);
+# * channels_last collapses when the weight is large (C*k*k >= ~40k: 5x5 on
+#   [1, 1792, 7, 7]: 21 ms channels_last, 1.7 ms NCHW; 11x11 on [1, 576, 7, 7]: 32 ms
+#   vs 2 ms), and is as fast or faster than NCHW below that.
+# Forward-only calls (inference) are fast in every case and are left alone, as is CUDA.
+_DEPTHWISE_NCHW_WEIGHT = 40000
+
+
+def _depthwise_plan(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor) -> Tuple[bool, bool]:
+    """``(compute in fp32, feed NCHW)`` for a depthwise convolution of ``x`` recorded by autograd on CPU."""
+    if (x.device.type != 'cpu' or not torch.is_grad_enabled() or not (x.requires_grad or weight.requires_grad)
+            or x.dtype not in (torch.float32, torch.bfloat16, torch.float16)):
+        return False, False
+    autocast = torch.is_autocast_enabled('cpu') and torch.get_autocast_dtype('cpu') != torch.float32
+    to_fp32 = autocast and (tuple(conv.kernel_size) != (3, 3) or tuple(conv.stride) != (1, 1))
+    fp32 = to_fp32 or (not autocast and x.dtype == torch.float32)
+    to_nchw = (fp32 and conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1] >= _DEPTHWISE_NCHW_WEIGHT
+               and not x.is_contiguous())
+    return to_fp32, to_nchw
+
+
+def depthwise_conv(conv: nn.Conv2d, x: torch.Tensor, weight: Optional[torch.Tensor] = None,
+                   bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``conv(x)`` for a depthwise convolution (``groups == channels``), fast in CPU training.
+
+    Where autograd records it on CPU, the input goes in NCHW-contiguous when the
+    channels_last kernel is slow, and under bf16/fp16 autocast the convolution runs
+    in fp32 (result cast back to the autocast dtype) where its low-precision
+    backward is slow (see ``_depthwise_plan``). Otherwise (inference, CUDA,
+    tracing, other convolutions) it is ``conv(x)``, or ``F.conv2d`` with the given
+    weights. A leaf of FX graphs (each family module that calls it wraps it too),
+    so a traced model decides per call; the fp32 result equals ``conv(x)`` up to
+    the summation order of the other layout.
+
+    Args:
+        conv: the convolution (stride, padding, dilation, groups; weights unless replaced).
+        x: its input.
+        weight: replaces ``conv.weight`` (e.g. with a BatchNorm folded in).
+        bias: replaces ``conv.bias`` (only together with ``weight``).
+    """
+    w = conv.weight if weight is None else weight
+    to_fp32 = to_nchw = False
+    if conv.groups == conv.in_channels == conv.out_channels and conv.groups > 1 and not _being_traced(x):
+        to_fp32, to_nchw = _depthwise_plan(conv, x, w)
+    if to_nchw:
+        x = x.contiguous()
+    if not to_fp32:
+        if weight is None:
+            return conv(x)
+        return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+    dtype = torch.get_autocast_dtype('cpu')
+    with torch.autocast('cpu', enabled=False):
+        x = x.float()
+        if weight is None:
+            y = conv(x)
+        else:
+            y = F.conv2d(x, weight.float(), None if bias is None else bias.float(), conv.stride, conv.padding,
+                         conv.dilation, conv.groups)
+    return y.to(dtype)
+
+
+torch.fx.wrap('depthwise_conv')
+
+
 def conv_bn(x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> torch.Tensor:
     """``bn(conv(x))``; with ``bn`` in eval mode, one convolution with the BatchNorm folded in.
 
+    A depthwise ``conv`` runs through ``depthwise_conv`` (fast CPU training).
     Folding keeps the convolution output out of the autograd graph (a BatchNorm
     keeps its input for the backward pass, a convolution with folded weights does
     not) and saves a pass over memory. The modules run as they are in training
@@ -191,11 +262,10 @@ def conv_bn(x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> torch.Tenso
         bn: the BatchNorm after it.
     """
     if bn.training or has_hooks(conv, bn):
-        return bn(conv(x))
+        return bn(depthwise_conv(conv, x))
     scale, shift = bn_affine(bn)
     bias = shift if conv.bias is None else shift + conv.bias * scale
-    return F.conv2d(x, conv.weight * scale.view(-1, 1, 1, 1), bias, conv.stride, conv.padding, conv.dilation,
-                    conv.groups)
+    return depthwise_conv(conv, x, conv.weight * scale.view(-1, 1, 1, 1), bias)
 
 
 def onednn_inference(x: torch.Tensor, *modules: nn.Module) -> bool:
