@@ -8,5 +8,25 @@ model = dict(
         type='mmhybrid.CrossFormer',
         arch=dict(embed_dims=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8)),
         drop_path_rate=0.0),  # from scratch: no init_cfg, no ImageNet weights needed
-    neck=dict(in_channels=[32, 64, 128, 256], out_channels=64),
-    bbox_head=dict(num_classes=5, in_channels=64, feat_channels=64))
+    # P3-P5 only: P6/P7 (strides 64/128) see nothing new in 160 px scenes of 18-64 px objects
+    neck=dict(in_channels=[32, 64, 128, 256], out_channels=64, num_outs=3),
+    bbox_head=dict(
+        num_classes=5, in_channels=64, feat_channels=64,
+        # anchors of 24-152 px (3 scales per octave from 3 x stride) for the 18-64 px shapes
+        anchor_generator=dict(octave_base_scale=3, strides=[8, 16, 32]),
+        # GIoU on decoded boxes: better boxes at high IoU than L1 on deltas (mAP 0.50:0.95)
+        reg_decoded_bbox=True,
+        loss_bbox=dict(_delete_=True, type='GIoULoss', loss_weight=2.0)))
+
+# 18 epochs at twice the base's learning rate: what fits in 10 minutes on 2 CPU cores
+# (measured: 18 epochs 0.521 bbox mAP, 24 epochs 0.549-0.560 in 11.6 minutes; learning
+# rate 3e-3 diverges)
+max_epochs = 18
+train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
+optim_wrapper = dict(optimizer=dict(lr=2e-3))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=300),
+    dict(type='CosineAnnealingLR', by_epoch=True, begin=0, end=max_epochs, T_max=max_epochs,
+         eta_min_ratio=0.01, convert_to_iter_based=True),
+]
+default_hooks = dict(logger=dict(interval=100))
