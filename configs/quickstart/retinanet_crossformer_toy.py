@@ -19,8 +19,7 @@ model = dict(
         loss_bbox=dict(_delete_=True, type='GIoULoss', loss_weight=2.0)))
 
 # 18 epochs at twice the base's learning rate: what fits in 10 minutes on 2 CPU cores
-# (measured: 18 epochs 0.521 bbox mAP, 24 epochs 0.549-0.560 in 11.6 minutes; learning
-# rate 3e-3 diverges)
+# (run times and results: docs/benchmarks.md)
 max_epochs = 18
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
 optim_wrapper = dict(optimizer=dict(lr=2e-3))
