@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from ..converters.crossformer import convert_crossformer
 from ..registry import MODELS
 from .base import HybridBackbone, per_stage
-from .layers import DropPath, Mlp, drop_path_rates, has_hooks, pad_bottom_right, trunc_normal_init
+from .layers import (DropPath, Mlp, biased_attention, drop_path_rates, has_hooks, pad_bottom_right,
+                     trunc_normal_init)
 
 # Shape-dependent Python runs as leaves of FX graphs (torch.fx / torchvision feature
 # extraction record a call, executed when the graph runs), so a traced model works at
@@ -233,6 +234,12 @@ def grouped_attention(qkv: torch.Tensor, bias: torch.Tensor, grouping: Grouping,
 
     Returns:
         ``(B, H, W, C)`` attention outputs, before the output projection.
+
+    Where the position bias is trained (grad mode on, bias requiring grad) the attention
+    runs through ``layers.biased_attention``: on CPU a fused forward and a chunked
+    backward instead of SDPA's math kernel, which keeps every score matrix for the
+    backward; on CUDA, in tracing/export and with ``FUSED_BIAS_GRAD = False`` (module
+    switch, e.g. for tests) it is ``F.scaled_dot_product_attention`` as in inference.
     """
     b, h, w, c3 = qkv.shape
     c = c3 // 3
@@ -259,7 +266,10 @@ def grouped_attention(qkv: torch.Tensor, bias: torch.Tensor, grouping: Grouping,
             k = k[..., :vh, :vw, :].reshape(n_groups, heads, vh * vw, hd)
             v = v[..., :vh, :vw, :].reshape(n_groups, heads, vh * vw, hd)
             mask = bias[..., :vh, :vw].reshape(1, heads, gh * gw, vh * vw)
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            if FUSED_BIAS_GRAD and torch.is_grad_enabled() and mask.requires_grad:
+                out = biased_attention(q, k, v, mask)
+            else:
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
             cols.append(out.reshape(b, ye - ys, xe - xs, heads, gh, gw, hd))
         rows.append(cols[0] if len(cols) == 1 else torch.cat(cols, dim=2))
     out = rows[0] if len(rows) == 1 else torch.cat(rows, dim=1)
@@ -269,6 +279,9 @@ def grouped_attention(qkv: torch.Tensor, bias: torch.Tensor, grouping: Grouping,
 
 
 torch.fx.wrap('grouped_attention')
+
+# False: grouped_attention trains the position bias through plain SDPA (the math kernel on CPU)
+FUSED_BIAS_GRAD = True
 
 
 class CrossFormerBlock(nn.Module):

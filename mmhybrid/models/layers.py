@@ -8,9 +8,9 @@ import torch.nn.functional as F
 from mmcv.cnn.bricks import DropPath
 from mmengine.model.weight_init import trunc_normal_
 
-__all__ = ['DropPath', 'LayerNorm2d', 'Mlp', 'autocast_output', 'autocast_outputs', 'bn_affine', 'conv_act', 'conv_bn',
-           'depthwise_conv', 'drop_path_rates', 'has_hooks', 'onednn_conv', 'onednn_conv_binary', 'onednn_inference',
-           'pad_bottom_right', 'trunc_normal_init']
+__all__ = ['DropPath', 'LayerNorm2d', 'Mlp', 'autocast_output', 'autocast_outputs', 'biased_attention', 'bn_affine',
+           'conv_act', 'conv_bn', 'depthwise_conv', 'drop_path_rates', 'has_hooks', 'onednn_conv',
+           'onednn_conv_binary', 'onednn_inference', 'pad_bottom_right', 'trunc_normal_init']
 
 
 class LayerNorm2d(nn.LayerNorm):
@@ -342,3 +342,140 @@ def conv_act(conv: nn.Conv2d, x: torch.Tensor, act: str, scale: Optional[float] 
     if scale is None:
         return eager(conv(x))
     return eager(F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups))
+
+
+# --------------------------------------------------------------------------------------
+# Attention with a learned additive bias (CPU training)
+# --------------------------------------------------------------------------------------
+# On CPU, scaled_dot_product_attention with a float attn_mask that needs a gradient runs
+# the math kernel: the (G, heads, N, M) scores and probabilities are materialised for all
+# groups at once and kept for the backward (in fp32 plus bf16 copies under autocast).
+# Here the forward runs without autograd and the backward recomputes the probabilities,
+# both a chunk of groups at a time, so that only one chunk's score matrix exists.
+# The forward is plain matmul + softmax + matmul per chunk rather than the fused CPU
+# flash kernel (aten._scaled_dot_product_flash_attention_for_cpu): measured with torch
+# 2.13 on 2 threads (AVX-512), for CrossFormer's 49-token groups (d = 32) the chunked
+# forward takes 0.6-0.7x the flash kernel's time in fp32 and bf16 (for 196-token groups
+# about 1x in fp32, 0.65x in bf16); with chunks that fit in cache the softmax
+# normaliser is recomputed in the backward by one fused softmax, so nothing but the
+# inputs is saved.
+# Bytes of one chunk's fp32 score matrix (the forward and backward hold 2-3 of that size).
+BIASED_ATTENTION_CHUNK_BYTES = 2 << 20
+
+
+def _bias_4d(bias: torch.Tensor) -> torch.Tensor:
+    return bias.reshape((1,) * (4 - bias.dim()) + tuple(bias.shape))
+
+
+class _BiasedAttention(torch.autograd.Function):
+    """``softmax(q @ k^T * scale + bias) @ v`` computed and differentiated a chunk of groups at a time.
+
+    Low-precision inputs (bf16, fp16) are computed in fp32 chunk by chunk; fp32 and fp64
+    in their own dtype. Saves q, k, v and the bias only. Not twice differentiable.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, bias, scale):
+        ct = torch.promote_types(q.dtype, torch.float32)
+        g, h, n, _ = q.shape
+        chunk = max(1, BIASED_ATTENTION_CHUNK_BYTES // (h * n * k.shape[-2] * 4))
+        bias4 = _bias_4d(bias).to(ct)
+        out = torch.empty(q.shape, dtype=v.dtype, device=q.device)
+        with torch.autocast(q.device.type, enabled=False):
+            for s in range(0, g, chunk):
+                e = min(g, s + chunk)
+                b = bias4 if bias4.shape[0] == 1 else bias4[s:e]
+                p = torch.matmul(q[s:e].to(ct) * scale, k[s:e].to(ct).transpose(-1, -2)).add_(b)
+                out[s:e] = torch.matmul(torch.softmax(p, dim=-1), v[s:e].to(ct))
+        ctx.scale = scale
+        ctx.save_for_backward(q, k, v, bias)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        q, k, v, bias = ctx.saved_tensors
+        need_q, need_k, need_v, need_bias = ctx.needs_input_grad[:4]
+        scale = ctx.scale
+        ct = torch.promote_types(q.dtype, torch.float32)
+        g, h, n, _ = q.shape
+        chunk = max(1, BIASED_ATTENTION_CHUNK_BYTES // (h * n * k.shape[-2] * 4))
+        bias4 = _bias_4d(bias)
+        bias_ct = bias4.to(ct)
+        dq = torch.empty_like(q) if need_q else None
+        dk = torch.empty_like(k) if need_k else None
+        dv = torch.empty_like(v) if need_v else None
+        # fp32 (fp64 for fp64 inputs) accumulator of the bias gradient, summed over groups
+        dbias = torch.zeros(bias4.shape, dtype=ct, device=bias.device) if need_bias else None
+        with torch.autocast(q.device.type, enabled=False):
+            for s in range(0, g, chunk):
+                e = min(g, s + chunk)
+                qs, kc = q[s:e].to(ct) * scale, k[s:e].to(ct)
+                go = grad_out[s:e].to(ct)
+                b = bias_ct if bias_ct.shape[0] == 1 else bias_ct[s:e]
+                p = torch.softmax(torch.matmul(qs, kc.transpose(-1, -2)).add_(b), dim=-1)
+                if need_v:
+                    dv[s:e] = torch.matmul(p.transpose(-1, -2), go)
+                if not (need_q or need_k or need_bias):
+                    continue
+                dp = torch.matmul(go, v[s:e].to(ct).transpose(-1, -2))
+                # dS = P * (dP - rowsum(P * dP)): the softmax backward, one fused kernel
+                ds = torch.ops.aten._softmax_backward_data(dp, p, -1, ct)
+                del p, dp
+                if need_bias:
+                    if bias4.shape[0] == 1:
+                        dbias += ds.sum_to_size(dbias.shape)
+                    else:
+                        dbias[s:e] += ds.sum_to_size((e - s,) + tuple(dbias.shape[1:]))
+                if need_q:
+                    dq[s:e] = torch.matmul(ds, kc * scale)
+                if need_k:
+                    dk[s:e] = torch.matmul(ds.transpose(-1, -2), qs)
+        if need_bias:
+            dbias = dbias.reshape(bias.shape).to(bias.dtype)
+        return dq, dk, dv, dbias, None
+
+
+def biased_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor,
+                     scale: Optional[float] = None) -> torch.Tensor:
+    """``softmax(q @ k^T * scale + bias) @ v``, the attention of ``F.scaled_dot_product_attention``
+    with ``bias`` as a float ``attn_mask``, fast and lean where the bias is learned on CPU.
+
+    Which computation runs:
+
+    * CPU, grad mode on, some input requiring grad, not traced/exported/compiled: a
+      custom ``autograd.Function`` whose forward (without autograd) and backward run
+      chunk by chunk over the groups ``G``, the backward recomputing the probabilities
+      from q, k, v and the bias, so the ``(G, heads, N, M)`` score matrix never exists
+      at once (a chunk's holds about ``BIASED_ATTENTION_CHUNK_BYTES``) and only the
+      inputs are saved. Outputs and the gradients of q, k, v and bias equal the math
+      path's; the bias gradient (summed over the groups and any broadcast dims) is
+      accumulated in fp32 (fp64 for fp64 inputs), and every gradient is returned in its
+      input's dtype. Under bf16/fp16 autocast the inputs are cast to the autocast dtype
+      first, as ``F.scaled_dot_product_attention`` does, and every chunk is computed in
+      fp32, as SDPA's CPU math kernel does. Not twice differentiable (a double backward
+      through it raises).
+    * everywhere else, ``F.scaled_dot_product_attention(q, k, v, attn_mask=bias)``
+      unchanged: inference, tracing and export, and CUDA, whose memory-efficient
+      kernel already trains an ``attn_mask`` without materialising the scores.
+
+    Args:
+        q: ``(G, heads, N, d)`` queries.
+        k: ``(G, heads, M, d)`` keys.
+        v: ``(G, heads, M, d)`` values.
+        bias: ``(N, M)``, ``(heads, N, M)`` or ``(1 or G, heads, N, M)`` additive bias
+            (broadcast over the groups; a heads dim of 1 broadcasts over heads too).
+        scale: score scale; default ``d ** -0.5``.
+
+    Returns:
+        ``(G, heads, N, d)`` outputs.
+    """
+    if (q.device.type != 'cpu' or not torch.is_grad_enabled() or q.dim() != 4 or not 2 <= bias.dim() <= 4
+            or not any(t.requires_grad for t in (q, k, v, bias)) or _being_traced(q) or _being_traced(bias)):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
+    if scale is None:
+        scale = q.shape[-1] ** -0.5
+    if torch.is_autocast_enabled('cpu'):
+        low = torch.get_autocast_dtype('cpu')
+        q, k, v = (t.to(low) if t.dtype == torch.float32 else t for t in (q, k, v))
+    return _BiasedAttention.apply(q, k, v, bias, float(scale))

@@ -1,0 +1,138 @@
+"""layers.biased_attention: attention with a learned additive bias, chunked forward/backward on CPU."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmhybrid.models import CrossFormer, crossformer, layers
+from mmhybrid.models.layers import biased_attention
+
+from family_archs import SMALL_ARCH
+
+
+def math_attention(q, k, v, bias):
+    """The reference: softmax(q k^T / sqrt(d) + bias) v with autograd, in the inputs' dtype."""
+    scores = q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5 + bias
+    return torch.softmax(scores, dim=-1) @ v
+
+
+def make_inputs(g, heads, n, m, d, bias_shape, dtype, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(g, heads, n, d, generator=gen, dtype=dtype)
+    k = torch.randn(g, heads, m, d, generator=gen, dtype=dtype)
+    v = torch.randn(g, heads, m, d, generator=gen, dtype=dtype)
+    bias = torch.randn(bias_shape, generator=gen, dtype=dtype)
+    grad = torch.randn(g, heads, n, d, generator=gen, dtype=dtype)
+    return [t.requires_grad_() for t in (q, k, v, bias)], grad
+
+
+def output_and_grads(fn, inputs, grad):
+    out = fn(*inputs)
+    return out, torch.autograd.grad(out, inputs, grad)
+
+
+# (groups, heads, queries N, keys M, head dim, bias shape): N != M, padded keys (M < N),
+# bias shared by all groups (4-D with a leading 1, or 3-D), per group, or broadcast over heads
+CASES = [
+    (13, 3, 12, 12, 8, (1, 3, 12, 12)),
+    (11, 2, 20, 13, 5, (1, 2, 20, 13)),   # padded keys: M < N
+    (9, 2, 7, 15, 4, (2, 7, 15)),         # N < M, 3-D bias
+    (6, 3, 10, 6, 8, (6, 3, 10, 6)),      # one bias per group
+    (7, 4, 9, 9, 4, (1, 1, 9, 9)),        # one bias for all heads
+]
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    """Chunks of 2 groups (most cases of CASES run in several chunks, the last one short)."""
+    def set_groups(heads, n, m):
+        monkeypatch.setattr(layers, 'BIASED_ATTENTION_CHUNK_BYTES', 2 * heads * n * m * 4)
+    return set_groups
+
+
+@pytest.mark.parametrize('dtype,tol', [(torch.float64, 1e-12), (torch.float32, 2e-5)])
+@pytest.mark.parametrize('case', CASES)
+def test_chunked_attention_matches_math_path_outputs_and_grads(case, dtype, tol, small_chunks):
+    g, heads, n, m, d, bias_shape = case
+    small_chunks(heads, n, m)
+    inputs, grad = make_inputs(g, heads, n, m, d, bias_shape, dtype)
+    out, grads = output_and_grads(biased_attention, inputs, grad)
+    assert 'BiasedAttention' in type(out.grad_fn).__name__  # the custom path ran
+    ref, ref_grads = output_and_grads(math_attention, inputs, grad)
+    torch.testing.assert_close(out, ref, rtol=tol, atol=tol)
+    for got, want, t in zip(grads, ref_grads, inputs):
+        assert got.dtype == t.dtype and got.shape == t.shape
+        torch.testing.assert_close(got, want, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize('case', CASES[:3])
+def test_chunked_attention_under_bf16_autocast_matches_fp32_reference(case, small_chunks):
+    g, heads, n, m, d, bias_shape = case
+    small_chunks(heads, n, m)
+    inputs, grad = make_inputs(g, heads, n, m, d, bias_shape, torch.float32)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = biased_attention(*[t.to(torch.bfloat16) for t in inputs[:3]], inputs[3].to(torch.bfloat16))
+    assert out.dtype == torch.bfloat16
+    grads = torch.autograd.grad(out, inputs, grad.to(torch.bfloat16))
+    ref, ref_grads = output_and_grads(math_attention, inputs, grad)
+    torch.testing.assert_close(out.float(), ref, rtol=0.05, atol=0.05)
+    for got, want, t in zip(grads, ref_grads, inputs):
+        assert got.dtype == torch.float32  # the casts' backward brings them back to the fp32 leaves
+        scale = want.abs().max().item()
+        assert (got - want).abs().max().item() <= 0.05 * scale
+
+
+def test_chunked_attention_casts_fp32_inputs_like_sdpa_under_autocast():
+    inputs, grad = make_inputs(4, 2, 6, 5, 4, (1, 2, 6, 5), torch.float32)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = biased_attention(*inputs)
+        plain = F.scaled_dot_product_attention(*inputs[:3], attn_mask=inputs[3])
+    assert out.dtype == plain.dtype == torch.bfloat16
+    grads = torch.autograd.grad(out, inputs, grad.to(torch.bfloat16))
+    assert all(g.dtype == torch.float32 for g in grads)
+
+
+def test_chunked_attention_passes_gradcheck_in_fp64(small_chunks):
+    small_chunks(2, 4, 3)
+    inputs, _ = make_inputs(3, 2, 4, 3, 2, (1, 2, 4, 3), torch.float64)
+    assert torch.autograd.gradcheck(biased_attention, inputs)
+
+
+def test_plain_sdpa_runs_without_grad_mode_or_trainable_inputs():
+    inputs, _ = make_inputs(3, 2, 5, 5, 4, (1, 2, 5, 5), torch.float32)
+    with torch.no_grad():
+        out = biased_attention(*inputs)
+        want = F.scaled_dot_product_attention(*inputs[:3], attn_mask=inputs[3])
+    assert torch.equal(out, want)
+    frozen = [t.detach() for t in inputs]
+    assert biased_attention(*frozen).grad_fn is None
+
+
+@pytest.fixture
+def plain_path(monkeypatch):
+    def use(plain):
+        monkeypatch.setattr(crossformer, 'FUSED_BIAS_GRAD', not plain)
+    return use
+
+
+def test_crossformer_training_step_grads_equal_with_chunked_and_plain_attention(plain_path, monkeypatch):
+    # chunks of 1-2 groups in the first stages (49 queries, 1-2 heads), so most calls run several
+    monkeypatch.setattr(layers, 'BIASED_ATTENTION_CHUNK_BYTES', 2 * 49 * 49 * 4)
+    calls = []
+    monkeypatch.setattr(crossformer, 'biased_attention',
+                        lambda *args: calls.append(1) or biased_attention(*args))
+    torch.manual_seed(0)
+    model = CrossFormer(arch=SMALL_ARCH['CrossFormer'], drop_path_rate=0.0).double().train()
+    # 70x90: padded groups (keys left out, M < N) in the stages whose maps exceed the group size
+    x = torch.randn(1, 3, 70, 90, dtype=torch.float64)
+    grads = {}
+    for plain in (True, False):
+        plain_path(plain)
+        model.zero_grad(set_to_none=True)
+        outs = model(x)
+        sum((o * torch.linspace(-1, 1, o.numel(), dtype=o.dtype).view_as(o)).sum() for o in outs).backward()
+        grads[plain] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    assert calls  # the chunked path ran for the second step
+    assert grads[True].keys() == grads[False].keys()
+    assert any('attn.pos' in n for n in grads[False])
+    for name, want in grads[True].items():
+        torch.testing.assert_close(grads[False][name], want, rtol=1e-9, atol=1e-11, msg=name)
