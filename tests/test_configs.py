@@ -29,8 +29,18 @@ PAPER_CONFIGS = [
     'mask_rcnn_crossformer_s_coco.py', 'mask_rcnn_crossformer_b_coco.py',
     'upernet_crossformer_s_ade20k.py', 'upernet_crossformer_b_ade20k.py',
     'upernet_crossformer_l_ade20k.py',
-    # Conv2Former paper: Mask R-CNN 3x and UperNet with T
+    # CrossFormer official README: Cascade Mask R-CNN 3x with S; Semantic FPN 80k with S/B/L (B and T are
+    # the same recipes at the other sizes, no published result)
+    'cascade_mask_rcnn_crossformer_s_coco.py', 'cascade_mask_rcnn_crossformer_b_coco.py',
+    'fpn_crossformer_t_ade20k.py', 'fpn_crossformer_s_ade20k.py', 'fpn_crossformer_b_ade20k.py',
+    'fpn_crossformer_l_ade20k.py',
+    # Conv2Former paper: Mask R-CNN 3x and UperNet with T; with ConvNeXt's recipes, Mask R-CNN 3x,
+    # Cascade Mask R-CNN 3x and UperNet for T, S and B
     'mask_rcnn_conv2former_t_coco.py', 'upernet_conv2former_t_ade20k.py',
+    'mask_rcnn_conv2former_s_coco.py', 'mask_rcnn_conv2former_b_coco.py',
+    'upernet_conv2former_s_ade20k.py', 'upernet_conv2former_b_ade20k.py',
+    'cascade_mask_rcnn_conv2former_t_coco.py', 'cascade_mask_rcnn_conv2former_s_coco.py',
+    'cascade_mask_rcnn_conv2former_b_coco.py',
     # CvT: no published dense results; the set this project ships (13 and 21)
     'retinanet_cvt_13_coco.py', 'mask_rcnn_cvt_13_coco.py', 'upernet_cvt_13_ade20k.py',
     'retinanet_cvt_21_coco.py', 'mask_rcnn_cvt_21_coco.py', 'upernet_cvt_21_ade20k.py',
@@ -48,17 +58,18 @@ PAPER_CONFIGS = [
 SIZE_LETTER = {'nano': 'n', 'tiny': 't', 'small': 's', 'base': 'b',
                'large': 'l'}
 # Per backbone family (its key): the stem's parameter prefix and the weight decay
-# rule its recipe asks of the built optimizer. Optional: 'widths' (returned
+# rule its recipe asks of the built optimizer (``task``: 'mmdet', 'mmseg' for UperNet,
+# 'fpn' for Semantic FPN; see recipe_task). Optional: 'widths' (returned
 # channels -> the widths the family expects, default D, 2D, 4D, 8D) and
 # 'letters' (arch -> file-name letter, default SIZE_LETTER). The values of every
 # config are pinned by tests/test_config_bases.py.
 FAMILIES = {
     'crossformer': dict(
         stem='patch_embed.',
-        # segmentation: the block, stem and merging LayerNorms get no weight
+        # UperNet: the block, stem and merging LayerNorms get no weight
         # decay, every other parameter (position-bias MLP norms included) the
-        # full one; detection decays everything (the official detection
-        # recipe has no exemptions); heads keep their decay.
+        # full one; detection and Semantic FPN decay everything (the official
+        # recipes have no exemptions); heads keep their decay.
         no_decay=lambda task, name, p, is_norm: task == 'mmseg' and is_norm),
     'conv2former': dict(
         stem='stem.',
@@ -120,6 +131,18 @@ def load_cfg(name):
 def task_of(cfg):
     assert cfg.default_scope in ('mmdet', 'mmseg'), cfg.default_scope
     return cfg.default_scope
+
+
+def recipe_task(cfg):
+    """The task as the weight decay rules of FAMILIES name it: 'mmdet', 'mmseg' (UperNet) or 'fpn'
+    (Semantic FPN, whose official recipes have their own rule)."""
+    task = task_of(cfg)
+    return 'fpn' if task == 'mmseg' and cfg.model.decode_head.type == 'FPNHead' else task
+
+
+def seg_neck(cfg):
+    """The FPN neck of a Semantic FPN config (its head reads the neck, not the backbone), else None."""
+    return cfg.model.get('neck') if task_of(cfg) == 'mmseg' else None
 
 
 def build_model(cfg):
@@ -188,7 +211,7 @@ def check_weight_decay(cfg, model, wrapper):
         for p in m.parameters()
     }
     assert norm_params
-    task, no_decay = task_of(cfg), FAMILIES[family_of(cfg)]['no_decay']
+    task, no_decay = recipe_task(cfg), FAMILIES[family_of(cfg)]['no_decay']
     wrong = []
     for pname, p in model.backbone.named_parameters():
         is_norm = id(p) in norm_params
@@ -196,8 +219,8 @@ def check_weight_decay(cfg, model, wrapper):
         if wd_of[id(p)] != pytest.approx(want):
             wrong.append((pname, wd_of[id(p)], want))
     assert not wrong, wrong[:10]
-    if task == 'mmseg':
-        # heads (BN/convs in UPerHead, FCNHead): the family's rule, where no
+    if task_of(cfg) == 'mmseg':
+        # heads (BN/convs in UPerHead, FCNHead, FPNHead): the family's rule, where no
         # head parameter counts as a backbone norm
         for pname, p in model.decode_head.named_parameters():
             want = 0.0 if no_decay(task, pname, p, False) else base_wd
@@ -263,19 +286,41 @@ def shrink(cfg):
     backbone_type = cfg.model.backbone.type.split('.')[-1]
     cfg.model.backbone.arch = SMALL_ARCH[backbone_type]
     channels = build_backbone(cfg).out_channels
-    if task_of(cfg) == 'mmdet':
+    if task_of(cfg) == 'mmdet' or seg_neck(cfg):
         cfg.model.neck.in_channels = channels
-    else:
+    train_cfg = cfg.model.get('train_cfg') or {}
+    if 'rpn_proposal' in train_cfg:
+        # two-stage detectors: 100 proposals and 64 sampled RoIs per image instead of 1000-2000 and 512
+        # (Cascade's three 4conv1fc heads on 512 RoIs cost 30 s a step)
+        train_cfg.rpn_proposal.update(nms_pre=200, max_per_img=100)
+        for stage in train_cfg.rcnn if isinstance(train_cfg.rcnn, list) else [train_cfg.rcnn]:
+            stage.sampler.num = 64
+        cfg.model.test_cfg.rpn.update(nms_pre=200, max_per_img=100)
+    if task_of(cfg) == 'mmseg' and not seg_neck(cfg):
         head, aux = cfg.model.decode_head, cfg.model.auxiliary_head
         head.in_channels = [channels[i] for i in head.in_index]
         aux.in_channels = channels[aux.in_index]
     return cfg
 
 
-def test_every_family_and_task_has_a_root_config():
+def task_and_family(name):
+    """('cascade_mask_rcnn', 'crossformer') from 'cascade_mask_rcnn_crossformer_s_coco.py'."""
     families = '|'.join(sorted(FAMILIES, key=len, reverse=True))   # crossformer_pp before crossformer
-    roots = {tuple(re.match(rf'(retinanet|mask_rcnn|upernet)_({families})_', n).groups()) for n in ROOT_CONFIGS}
-    assert roots == {(task, family) for task in ('retinanet', 'mask_rcnn', 'upernet') for family in FAMILIES}
+    # anchored at the start: 'cascade_mask_rcnn_...' never reads as 'mask_rcnn'
+    match = re.match(rf'(cascade_mask_rcnn|retinanet|mask_rcnn|upernet|fpn)_({families})_', name)
+    assert match, name
+    return match.groups()
+
+
+def test_every_family_and_task_has_a_root_config():
+    """Every family has RetinaNet, Mask R-CNN and UperNet roots, and every (task, family) pair of any
+    config has a root, which takes the training step; Cascade Mask R-CNN and Semantic FPN are there
+    for the families whose papers report them."""
+    roots = {task_and_family(n) for n in ROOT_CONFIGS}
+    assert roots >= {(task, family) for task in ('retinanet', 'mask_rcnn', 'upernet') for family in FAMILIES}
+    assert roots == {task_and_family(n) for n in CONFIGS}
+    assert {('cascade_mask_rcnn', 'crossformer'), ('cascade_mask_rcnn', 'conv2former'),
+            ('fpn', 'crossformer')} <= roots
 
 
 @pytest.mark.parametrize('name', ROOT_CONFIGS)
@@ -298,7 +343,7 @@ def test_train_step_and_predict(name):
     check_lr_decay(cfg, model, optim_wrapper)
 
     if task == 'mmdet':
-        with_mask = 'mask_rcnn' in name
+        with_mask = 'mask_rcnn' in name   # Mask R-CNN and Cascade Mask R-CNN
         train_batch = det_batch(DET_TRAIN_SHAPE, with_mask)
         test_batch = det_batch(DET_TEST_SHAPE, with_mask)
     else:
@@ -359,7 +404,7 @@ def test_wiring_matches_backbone(name):
     widths = FAMILIES[family_of(cfg)].get('widths', lambda c: [c[0] * 2**i for i in range(4)])
     assert channels == widths(channels)
     assert channels == backbone.out_channels
-    if task_of(cfg) == 'mmdet':
+    if task_of(cfg) == 'mmdet' or seg_neck(cfg):
         assert list(cfg.model.neck.in_channels) == channels
     else:
         head, aux = cfg.model.decode_head, cfg.model.auxiliary_head
