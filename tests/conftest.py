@@ -29,3 +29,9 @@ def stages_that_run():
                     m.register_forward_hook(lambda *_, k=k: ran.add(k))
         return ran
     return attach
+
+
+def pytest_collection_modifyitems(items):
+    """The end-to-end runs (marked ``slow``) first: under ``-n auto`` they then spread over the
+    workers from the start instead of leaving one worker running them while the others idle."""
+    items.sort(key=lambda item: item.get_closest_marker('slow') is None)
