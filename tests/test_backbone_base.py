@@ -168,6 +168,23 @@ def _assert_same_maps(expected, actual):
 BN_FAMILIES = [f for f in SMALL_ARCH if any(isinstance(m, _BatchNorm) for m in _build(f).modules())]
 
 
+#: families whose official stochastic depth rises linearly from 0 over all blocks of all stages: a full
+#: arch and its block count (Conformer's rule spans the transformer branch only and CvT's ramps inside
+#: each stage: their files test those)
+LINEAR_DROP_PATH = {'CrossFormer': ('small', 12), 'CrossFormerPP': ('pp_small', 24), 'Conv2Former': ('tiny', 21),
+                    'CloFormer': ('s', 12)}
+
+
+@pytest.mark.parametrize('family', list(LINEAR_DROP_PATH))
+def test_drop_path_rises_linearly_over_all_blocks(family):
+    from mmhybrid.registry import MODELS
+    arch, blocks = LINEAR_DROP_PATH[family]
+    with torch.device('meta'):
+        model = MODELS.build(dict(type=f'mmhybrid.{family}', arch=arch, drop_path_rate=0.3))
+    rates = [getattr(m.drop_path, 'drop_prob', 0.0) for m in model.modules() if hasattr(m, 'drop_path')]
+    assert rates == pytest.approx([0.3 * i / (blocks - 1) for i in range(blocks)])
+
+
 @pytest.mark.parametrize('family', list(SMALL_ARCH))
 def test_any_input_size_gives_ceil_strides(family):
     """Odd, tiny and elongated inputs: map k is ceil(H / s_k) x ceil(W / s_k), contiguous and finite."""

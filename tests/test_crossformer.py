@@ -110,14 +110,6 @@ def test_group_size_and_interval_are_configurable_per_stage():
         CrossFormer(arch=TINY, lda='global')
 
 
-def test_drop_path_rises_linearly_over_all_blocks():
-    with torch.device('meta'):
-        model = CrossFormer(arch='small', drop_path_rate=0.2)
-    rates = [getattr(b.drop_path, 'drop_prob', 0.0) for s in model.layers for b in s.blocks]
-    assert rates[0] == 0.0 and rates[-1] == pytest.approx(0.2)
-    assert rates == pytest.approx([0.2 * i / 11 for i in range(12)])
-
-
 @pytest.mark.parametrize('kernel', [4, 8, 16, 32])
 def test_stem_convolution_fast_form_gives_the_direct_outputs_and_gradients(kernel):
     from mmhybrid.models.crossformer import embed_conv
