@@ -67,3 +67,37 @@ def old_layout_state(model: nn.Module) -> dict:
                 break
         state[key] = value
     return state
+
+def official_head(family_name: str, backbone, num_classes: int = 1000, seed: int = 0) -> dict:
+    """The classifier keys of an official classification checkpoint for ``backbone``, random values."""
+    gen = torch.Generator().manual_seed(seed)
+    channels = backbone.stage_channels[-1]
+    if family_name == 'CvT':
+        channels = backbone.stage_channels[backbone.num_official_stages - 1]
+    dims = getattr(backbone, 'embed_dims', None)
+    shapes = {
+        'CrossFormer': {'norm.weight': (channels, ), 'norm.bias': (channels, ),
+                        'head.weight': (num_classes, channels), 'head.bias': (num_classes, )},
+        'Conv2Former': {'head.0.weight': (1280, channels, 1, 1), 'head.0.bias': (1280, ),
+                        'head.2.weight': (1280, ), 'head.2.bias': (1280, ),
+                        'pred.weight': (num_classes, 1280), 'pred.bias': (num_classes, )},
+        'Conformer': {'trans_norm.weight': (dims, ), 'trans_norm.bias': (dims, ),
+                      'trans_cls_head.weight': (num_classes, dims), 'trans_cls_head.bias': (num_classes, ),
+                      'conv_cls_head.weight': (num_classes, channels), 'conv_cls_head.bias': (num_classes, )},
+        'CvT': {'norm.weight': (channels, ), 'norm.bias': (channels, ),
+                'head.weight': (num_classes, channels), 'head.bias': (num_classes, )},
+    }
+    # CrossFormer++ (the main-branch classifier) and CloFormer: norm + head, as CrossFormer v1
+    shapes['CrossFormerPP'] = shapes['CloFormer'] = shapes['CrossFormer']
+    shapes = shapes[family_name]
+    return {k: torch.randn(s, generator=gen) * (0.1 if k.endswith('bias') else 1.0) for k, s in shapes.items()}
+
+
+def official_state(family_name: str, backbone, num_classes: int = 1000, seed: int = 0) -> dict:
+    """An official-format classification checkpoint for ``backbone``'s architecture, random values."""
+    gen = torch.Generator().manual_seed(seed)
+    names = old_layout_state(backbone) if family_name in OLD_LAYOUT_FAMILIES else backbone.state_dict()
+    state = {k: torch.randn(v.shape, generator=gen) * 0.1 if v.is_floating_point() else v
+             for k, v in names.items()}
+    state.update({k: v.abs() + 0.5 for k, v in state.items() if k.endswith('running_var')})
+    return {**state, **official_head(family_name, backbone, num_classes, seed)}

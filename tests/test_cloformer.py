@@ -221,26 +221,6 @@ def test_flop_counting_sees_every_convolution_in_inference():
 # --------------------------------------------------------------------------------------
 # Checkpoints
 # --------------------------------------------------------------------------------------
-@pytest.mark.parametrize('wrap', ['raw', 'training', 'ddp', 'detector'])
-def test_converter_reads_official_training_ddp_detector_and_raw_files(wrap):
-    model = CloFormer(arch=TINY)
-    official = official_state(model)
-    ckpt = {
-        'raw': official,
-        # the official (Swin-style) main.py saves the unwrapped model under 'model'
-        'training': {'model': official, 'optimizer': {}, 'epoch': 299, 'max_accuracy': 77.0},
-        'ddp': {'model': {f'module.{k}': v for k, v in official.items()}},
-        'detector': {'state_dict': {**{f'backbone.{k}': v for k, v in official.items()},
-                                    'neck.lateral_convs.0.conv.weight': torch.randn(8, 16, 1, 1)}},
-    }[wrap]
-    converted = convert_cloformer(ckpt)
-    assert not any(k.startswith(('head.', 'norm.')) for k in converted)
-    load_state_dict_checked(model, converted)
-    for key in ('layers.1.blocks.1.downsample.1.running_var', 'layers.3.blocks.0.attn.global_kv.weight',
-                'patch_embed.layernorm.weight'):
-        assert torch.equal(model.state_dict()[key], official[key])
-
-
 def test_converter_is_idempotent_and_keeps_exactly_the_backbone_keys():
     model = CloFormer(arch=TINY)
     converted = convert_cloformer({'model': official_state(model)})

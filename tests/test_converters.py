@@ -1,4 +1,5 @@
-"""Official CrossFormer checkpoints: conversion, loading through init_cfg, the CLI."""
+"""Official checkpoints: every family's converter on the usual file wrappings, then CrossFormer's own
+conversion, loading through init_cfg, the CLI."""
 import subprocess
 import sys
 from pathlib import Path
@@ -6,8 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmhybrid.converters import CheckpointMismatchError, convert_crossformer, load_state_dict_checked
+from mmhybrid.converters import CONVERTERS, CheckpointMismatchError, convert_crossformer, load_state_dict_checked
 from mmhybrid.models import CrossFormer
+from mmhybrid.registry import MODELS
+
+from family_archs import SMALL_ARCH, official_head, official_state
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(embed_dims=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8))
@@ -32,21 +36,6 @@ def test_converter_drops_head_norm_and_index_buffers_and_is_idempotent():
     assert set(converted) == set(model.state_dict())
     assert convert_crossformer(converted).keys() == converted.keys()
     assert all(convert_crossformer(converted)[k] is v for k, v in converted.items())
-
-
-@pytest.mark.parametrize('wrap', ['raw', 'model', 'state_dict', 'detector'])
-def test_converter_reads_classification_detection_and_raw_files(wrap):
-    model = CrossFormer(arch=SMALL)
-    official = _official_state(model)
-    ckpt = {
-        'raw': official,
-        'model': {'model': official, 'epoch': 300},
-        'state_dict': {'state_dict': official, 'meta': {}},
-        'detector': {'state_dict': {**{f'backbone.{k}': v for k, v in official.items()},
-                                    'neck.lateral_convs.0.conv.weight': torch.randn(8, 32, 1, 1)}},
-    }[wrap]
-    load_state_dict_checked(model, convert_crossformer(ckpt))
-    assert torch.equal(model.layers[1].blocks[1].mlp.fc2.weight, official['layers.1.blocks.1.mlp.fc2.weight'])
 
 
 def test_mismatched_checkpoint_is_refused_naming_the_keys():
@@ -90,3 +79,37 @@ def test_init_cfg_with_a_checkpoint_of_another_arch_fails_clearly(tmp_path):
     missing = CrossFormer(arch=SMALL, init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'nope.pth')))
     with pytest.raises(FileNotFoundError, match='nope.pth'):
         missing.init_weights()
+
+
+# --------------------------------------------------------------------------------------
+# Every family's converter (the contract; family files test only their own formats)
+# --------------------------------------------------------------------------------------
+WRAPPINGS = {
+    'raw': lambda sd: sd,
+    # the official training scripts: the model under 'model', next to optimizer state and epoch
+    'model': lambda sd: {'model': sd, 'optimizer': {}, 'epoch': 299},
+    # mmengine / timm files
+    'state_dict': lambda sd: {'state_dict': sd, 'meta': {}},
+    # saved from DistributedDataParallel without unwrapping
+    'ddp': lambda sd: {'model': {f'module.{k}': v for k, v in sd.items()}},
+    # a whole mmdet detector: the backbone's keys under 'backbone.', the rest dropped
+    'detector': lambda sd: {'state_dict': {**{f'backbone.{k}': v for k, v in sd.items()},
+                                           'neck.lateral_convs.0.conv.weight': torch.randn(8, 16, 1, 1)}},
+}
+
+
+@pytest.mark.parametrize('wrap', list(WRAPPINGS))
+@pytest.mark.parametrize('family', list(SMALL_ARCH))
+def test_converter_reads_raw_training_mmengine_ddp_and_detector_files_alike(family, wrap):
+    """The family's converter (as the registry names it) turns an official classification file in each
+    wrapping into exactly the backbone's keys, classifier dropped, and the values load strictly."""
+    backbone = MODELS.build(dict(type=f'mmhybrid.{family}', arch=SMALL_ARCH[family]))
+    convert = CONVERTERS[type(backbone).key]
+    official = official_state(family, backbone)
+    expected = convert(official)
+    assert expected.keys() == backbone.state_dict().keys()
+    assert not set(official_head(family, backbone)) & set(expected)
+    converted = convert(WRAPPINGS[wrap](official))
+    load_state_dict_checked(backbone, converted)
+    loaded = backbone.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in expected.items())

@@ -249,19 +249,12 @@ def test_stride_32_level_is_optional_and_its_width_configurable():
 # --------------------------------------------------------------------------------------
 # Checkpoints
 # --------------------------------------------------------------------------------------
-@pytest.mark.parametrize('wrap', ['raw', 'state_dict', 'model', 'detector', 'huggingface'])
-def test_converter_reads_official_wrapped_detector_and_huggingface_files(wrap):
+def test_converter_reads_huggingface_files():
+    """Files in the Hugging Face transformers layout (``cvt.encoder.stages...``) convert to the official
+    names (the usual file wrappings: test_converters.py)."""
     model = CvT(arch=TINY)
     official = official_state(model)
-    ckpt = {
-        'raw': official,
-        'state_dict': {'state_dict': official, 'epoch': 300},
-        'model': {'model': official},
-        'detector': {'state_dict': {**{f'backbone.{k}': v for k, v in official.items()},
-                                    'neck.lateral_convs.0.conv.weight': torch.randn(8, 16, 1, 1)}},
-        'huggingface': huggingface_names(official),
-    }[wrap]
-    converted = convert_cvt(ckpt)
+    converted = convert_cvt(huggingface_names(official))
     assert 'stage2.cls_token' in converted and not any(k.startswith(('norm.', 'head.')) for k in converted)
     load_state_dict_checked(model, converted)
     for key in ('stage2.cls_token', 'stage1.blocks.1.attn.conv_proj_k.bn.running_var',

@@ -22,7 +22,7 @@ import mmhybrid.timm_models as tm
 from mmhybrid.converters import CheckpointMismatchError
 from mmhybrid.registry import MODELS
 
-from family_archs import OLD_LAYOUT_FAMILIES, old_layout_state, randomize
+from family_archs import OLD_LAYOUT_FAMILIES, official_head, official_state, old_layout_state, randomize
 
 REFERENCE_DIR = Path(__file__).parent / 'reference'
 FAMILY = {f.backbone: f for f in tm.FAMILIES}
@@ -47,31 +47,6 @@ def backbone_class(family_name: str, what: str = ''):
 
 def n_params(module) -> int:
     return sum(p.numel() for p in module.parameters())
-
-
-def official_head(family_name: str, backbone, num_classes: int = 1000, seed: int = 0) -> dict:
-    """The classifier keys of an official classification checkpoint for ``backbone``, random values."""
-    gen = torch.Generator().manual_seed(seed)
-    channels = backbone.stage_channels[-1]
-    if family_name == 'CvT':
-        channels = backbone.stage_channels[backbone.num_official_stages - 1]
-    dims = getattr(backbone, 'embed_dims', None)
-    shapes = {
-        'CrossFormer': {'norm.weight': (channels, ), 'norm.bias': (channels, ),
-                        'head.weight': (num_classes, channels), 'head.bias': (num_classes, )},
-        'Conv2Former': {'head.0.weight': (1280, channels, 1, 1), 'head.0.bias': (1280, ),
-                        'head.2.weight': (1280, ), 'head.2.bias': (1280, ),
-                        'pred.weight': (num_classes, 1280), 'pred.bias': (num_classes, )},
-        'Conformer': {'trans_norm.weight': (dims, ), 'trans_norm.bias': (dims, ),
-                      'trans_cls_head.weight': (num_classes, dims), 'trans_cls_head.bias': (num_classes, ),
-                      'conv_cls_head.weight': (num_classes, channels), 'conv_cls_head.bias': (num_classes, )},
-        'CvT': {'norm.weight': (channels, ), 'norm.bias': (channels, ),
-                'head.weight': (num_classes, channels), 'head.bias': (num_classes, )},
-    }
-    # CrossFormer++ (the main-branch classifier) and CloFormer: norm + head, as CrossFormer v1
-    shapes['CrossFormerPP'] = shapes['CloFormer'] = shapes['CrossFormer']
-    shapes = shapes[family_name]
-    return {k: torch.randn(s, generator=gen) * (0.1 if k.endswith('bias') else 1.0) for k, s in shapes.items()}
 
 
 def official_logits(family_name: str, sd: dict, features) -> torch.Tensor:
@@ -107,16 +82,6 @@ def official_logits(family_name: str, sd: dict, features) -> torch.Tensor:
         y = sd['head.2.weight'][:, None, None] * y + sd['head.2.bias'][:, None, None]
         return F.linear(y.mean((-2, -1)), sd['pred.weight'], sd['pred.bias'])
     raise KeyError(f'no hand-written official classifier for {family_name}')
-
-
-def official_state(family_name: str, backbone, num_classes: int = 1000, seed: int = 0) -> dict:
-    """An official-format classification checkpoint for ``backbone``'s architecture, random values."""
-    gen = torch.Generator().manual_seed(seed)
-    names = old_layout_state(backbone) if family_name in OLD_LAYOUT_FAMILIES else backbone.state_dict()
-    state = {k: torch.randn(v.shape, generator=gen) * 0.1 if v.is_floating_point() else v
-             for k, v in names.items()}
-    state.update({k: v.abs() + 0.5 for k, v in state.items() if k.endswith('running_var')})
-    return {**state, **official_head(family_name, backbone, num_classes, seed)}
 
 
 def tiny(family_name: str, **kwargs) -> tm.HybridTimmModel:
