@@ -81,6 +81,24 @@ def test_chunked_attention_under_bf16_autocast_matches_fp32_reference(case, smal
         assert (got - want).abs().max().item() <= 0.05 * scale
 
 
+def test_chunked_attention_under_bf16_autocast_is_as_accurate_as_the_plain_ops_under_autocast(small_chunks):
+    """Against an fp64 reference, the bf16 outputs and gradients are as close as autocast's own run of the
+    plain ops (q k^T, + bias, softmax, @ v: what the official implementations train with)."""
+    small_chunks(3, 49, 49)
+    inputs, grad = make_inputs(13, 3, 49, 49, 32, (1, 3, 49, 49), torch.float32)
+    ref, ref_grads = output_and_grads(math_attention, [t.double() for t in inputs], grad.double())
+    errors = []
+    for fn in (biased_attention, math_attention):
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            out = fn(*[t.to(torch.bfloat16) for t in inputs[:3]], inputs[3])
+        grads = torch.autograd.grad(out, inputs, grad.to(torch.bfloat16))
+        errors.append([(a.double() - b).abs().max().item() / b.abs().max().item()
+                       for a, b in zip([out, *grads], [ref, *ref_grads])])
+    ours, plain = errors
+    assert all(e < 0.02 for e in ours), ours
+    assert all(o <= 1.5 * p + 1e-4 for o, p in zip(ours, plain)), (ours, plain)
+
+
 def test_chunked_attention_casts_fp32_inputs_like_sdpa_under_autocast():
     inputs, grad = make_inputs(4, 2, 6, 5, 4, (1, 2, 6, 5), torch.float32)
     with torch.autocast('cpu', dtype=torch.bfloat16):

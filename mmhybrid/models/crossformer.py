@@ -253,11 +253,15 @@ def grouped_attention(qkv: torch.Tensor, bias: torch.Tensor, grouping: Grouping,
     qkv = qkv.permute(7, 0, 1, 3, 4, 6, 8, 2, 5, 9).reshape(3, b, rh * ih, rw * iw, heads, gh, gw, hd)
     bias = bias.to(qkv.dtype)  # the queries' dtype (autocast's under autocast)
 
+    # The runs partition the group rows and columns in order: split (whose backward is one
+    # concatenation) rather than slice (one zero-filled full-size gradient added up per run).
     rows = []
-    for ys, ye, vh in grouping.runs_h:
+    row_blocks = qkv.split([ye - ys for ys, ye, _ in grouping.runs_h], dim=2)
+    for (ys, ye, vh), row_block in zip(grouping.runs_h, row_blocks):
         cols = []
-        for xs, xe, vw in grouping.runs_w:
-            q, k, v = qkv[:, :, ys:ye, xs:xe].unbind(0)
+        col_blocks = row_block.split([xe - xs for xs, xe, _ in grouping.runs_w], dim=3)
+        for (xs, xe, vw), block in zip(grouping.runs_w, col_blocks):
+            q, k, v = block.unbind(0)
             n_groups = b * (ye - ys) * (xe - xs)
             if vh == 0 or vw == 0:  # groups made only of padding (cropped below)
                 cols.append(q.new_zeros(q.shape))

@@ -358,9 +358,15 @@ def conv_act(conv: nn.Conv2d, x: torch.Tensor, act: str, scale: Optional[float] 
 # forward takes 0.6-0.7x the flash kernel's time in fp32 and bf16 (for 196-token groups
 # about 1x in fp32, 0.65x in bf16); with chunks that fit in cache the softmax
 # normaliser is recomputed in the backward by one fused softmax, so nothing but the
-# inputs is saved.
+# inputs is saved. For large groups (CrossFormer's LDA groups at detection sizes: 950
+# tokens at 800x1216) the fused kernel is faster in fp32 (64 groups x 3 heads: 152 against
+# 239 ms) and level in bf16, but taking it there gave no faster bf16 training step of
+# CrossFormer-S at 800x1216 side by side (bench.py: 5.05 s against 4.23 s, within the
+# noise of this machine), so the chunked forward is used for every size.
 # Bytes of one chunk's fp32 score matrix (the forward and backward hold 2-3 of that size).
-BIASED_ATTENTION_CHUNK_BYTES = 2 << 20
+# CrossFormer-S training steps at 512x512, 2 threads, chunks of 2/4/8/16 MiB interleaved in one
+# process (median of 3, two runs): bf16 605-654 / 608 / 547-590 / 625 ms, fp32 within noise.
+BIASED_ATTENTION_CHUNK_BYTES = 8 << 20
 
 
 def _bias_4d(bias: torch.Tensor) -> torch.Tensor:
@@ -370,25 +376,37 @@ def _bias_4d(bias: torch.Tensor) -> torch.Tensor:
 class _BiasedAttention(torch.autograd.Function):
     """``softmax(q @ k^T * scale + bias) @ v`` computed and differentiated a chunk of groups at a time.
 
-    Low-precision inputs (bf16, fp16) are computed in fp32 chunk by chunk; fp32 and fp64
-    in their own dtype. Saves q, k, v and the bias only. Not twice differentiable.
+    fp32 and fp64 inputs are computed in their own dtype. bf16/fp16 inputs (autocast's) are
+    computed as autocast runs the plain ops (the official implementations' path): matmuls in
+    the low dtype, the bias added and the softmax taken in fp32, its probabilities cast back
+    for the matmul with v; the backward mirrors that (softmax backward and the bias gradient
+    in fp32). Saves q, k, v and the bias only. Not twice differentiable.
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, bias, scale):
-        ct = torch.promote_types(q.dtype, torch.float32)
+    def _chunks(q, k):
         g, h, n, _ = q.shape
-        chunk = max(1, BIASED_ATTENTION_CHUNK_BYTES // (h * n * k.shape[-2] * 4))
+        step = max(1, BIASED_ATTENTION_CHUNK_BYTES // (h * n * k.shape[-2] * 4))
+        return [(s, min(g, s + step)) for s in range(0, g, step)]
+
+    @staticmethod
+    def _probs(qs, kc, bias):
+        """fp32 (fp64) probabilities of a chunk from scaled queries and keys in their dtype."""
+        scores = torch.matmul(qs, kc.transpose(-1, -2))
+        return torch.softmax(scores.to(bias.dtype).add_(bias), dim=-1)
+
+    @staticmethod
+    def forward(ctx, q, k, v, bias, scale):
+        ctx.scale = scale
+        ctx.save_for_backward(q, k, v, bias)
+        ct = torch.promote_types(q.dtype, torch.float32)
         bias4 = _bias_4d(bias).to(ct)
         out = torch.empty(q.shape, dtype=v.dtype, device=q.device)
         with torch.autocast(q.device.type, enabled=False):
-            for s in range(0, g, chunk):
-                e = min(g, s + chunk)
+            for s, e in _BiasedAttention._chunks(q, k):
                 b = bias4 if bias4.shape[0] == 1 else bias4[s:e]
-                p = torch.matmul(q[s:e].to(ct) * scale, k[s:e].to(ct).transpose(-1, -2)).add_(b)
-                out[s:e] = torch.matmul(torch.softmax(p, dim=-1), v[s:e].to(ct))
-        ctx.scale = scale
-        ctx.save_for_backward(q, k, v, bias)
+                p = _BiasedAttention._probs(q[s:e] * scale, k[s:e], b)
+                out[s:e] = torch.matmul(p.to(v.dtype), v[s:e])
         return out
 
     @staticmethod
@@ -398,27 +416,24 @@ class _BiasedAttention(torch.autograd.Function):
         need_q, need_k, need_v, need_bias = ctx.needs_input_grad[:4]
         scale = ctx.scale
         ct = torch.promote_types(q.dtype, torch.float32)
-        g, h, n, _ = q.shape
-        chunk = max(1, BIASED_ATTENTION_CHUNK_BYTES // (h * n * k.shape[-2] * 4))
         bias4 = _bias_4d(bias)
         bias_ct = bias4.to(ct)
+        grad_out = grad_out.to(v.dtype)
         dq = torch.empty_like(q) if need_q else None
         dk = torch.empty_like(k) if need_k else None
         dv = torch.empty_like(v) if need_v else None
         # fp32 (fp64 for fp64 inputs) accumulator of the bias gradient, summed over groups
         dbias = torch.zeros(bias4.shape, dtype=ct, device=bias.device) if need_bias else None
         with torch.autocast(q.device.type, enabled=False):
-            for s in range(0, g, chunk):
-                e = min(g, s + chunk)
-                qs, kc = q[s:e].to(ct) * scale, k[s:e].to(ct)
-                go = grad_out[s:e].to(ct)
+            for s, e in _BiasedAttention._chunks(q, k):
+                qs, kc, go = q[s:e] * scale, k[s:e], grad_out[s:e]
                 b = bias_ct if bias_ct.shape[0] == 1 else bias_ct[s:e]
-                p = torch.softmax(torch.matmul(qs, kc.transpose(-1, -2)).add_(b), dim=-1)
+                p = _BiasedAttention._probs(qs, kc, b)
                 if need_v:
-                    dv[s:e] = torch.matmul(p.transpose(-1, -2), go)
+                    dv[s:e] = torch.matmul(p.to(v.dtype).transpose(-1, -2), go)
                 if not (need_q or need_k or need_bias):
                     continue
-                dp = torch.matmul(go, v[s:e].to(ct).transpose(-1, -2))
+                dp = torch.matmul(go, v[s:e].transpose(-1, -2)).to(ct)
                 # dS = P * (dP - rowsum(P * dP)): the softmax backward, one fused kernel
                 ds = torch.ops.aten._softmax_backward_data(dp, p, -1, ct)
                 del p, dp
@@ -427,8 +442,9 @@ class _BiasedAttention(torch.autograd.Function):
                         dbias += ds.sum_to_size(dbias.shape)
                     else:
                         dbias[s:e] += ds.sum_to_size((e - s,) + tuple(dbias.shape[1:]))
+                ds = ds.to(q.dtype)
                 if need_q:
-                    dq[s:e] = torch.matmul(ds, kc * scale)
+                    dq[s:e] = torch.matmul(ds, kc).mul_(scale)
                 if need_k:
                     dk[s:e] = torch.matmul(ds.transpose(-1, -2), qs)
         if need_bias:
@@ -452,8 +468,9 @@ def biased_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: to
       path's; the bias gradient (summed over the groups and any broadcast dims) is
       accumulated in fp32 (fp64 for fp64 inputs), and every gradient is returned in its
       input's dtype. Under bf16/fp16 autocast the inputs are cast to the autocast dtype
-      first, as ``F.scaled_dot_product_attention`` does, and every chunk is computed in
-      fp32, as SDPA's CPU math kernel does. Not twice differentiable (a double backward
+      first, as ``F.scaled_dot_product_attention`` does, and the chunks run as autocast
+      runs the plain ops: low-precision matmuls, fp32 bias add and softmax (the official
+      implementations' arithmetic). Not twice differentiable (a double backward
       through it raises).
     * everywhere else, ``F.scaled_dot_product_attention(q, k, v, attn_mask=bias)``
       unchanged: inference, tracing and export, and CUDA, whose memory-efficient
