@@ -362,7 +362,10 @@ def conv_act(conv: nn.Conv2d, x: torch.Tensor, act: str, scale: Optional[float] 
 # tokens at 800x1216) the fused kernel is faster in fp32 (64 groups x 3 heads: 152 against
 # 239 ms) and level in bf16, but taking it there gave no faster bf16 training step of
 # CrossFormer-S at 800x1216 side by side (bench.py: 5.05 s against 4.23 s, within the
-# noise of this machine), so the chunked forward is used for every size.
+# noise of this machine), so the chunked forward is used for every size. Inference keeps
+# the fused kernel: taking the chunked forward there for groups up to 256 tokens made
+# CrossFormer-S's forward at 512x512 slower side by side (fp32 387 against 342 ms, bf16
+# 204 against 178 ms, official 368 / 163 ms in the same run).
 # Bytes of one chunk's fp32 score matrix (the forward and backward hold 2-3 of that size).
 # CrossFormer-S training steps at 512x512, 2 threads, chunks of 2/4/8/16 MiB interleaved in one
 # process (median of 3, two runs): bf16 605-654 / 608 / 547-590 / 625 ms, fp32 within noise.
