@@ -4,6 +4,13 @@ Usage:
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CHECKPOINT]] [--amp]
         [--auto-scale-lr] [--cfg-options KEY=VALUE ...] [--launcher LAUNCHER]
 
+``--amp`` trains in mixed precision with ``mmhybrid.MixedPrecisionOptimWrapper``:
+on a CUDA GPU as mmengine's ``AmpOptimWrapper`` (bfloat16 where the GPU supports
+it, else float16 with dynamic loss scaling), on the CPU with bfloat16 autocast
+(no loss scaling). A config's ``optim_wrapper.dtype`` picks the dtype; float16 on
+the CPU is refused. A config that names mmengine's ``AmpOptimWrapper`` trains the
+same way.
+
 Works from a checkout without installing the package. Exit status 2, with a
 message and no traceback, when the dataset files are missing or an option cannot
 be used on this machine.
@@ -20,16 +27,19 @@ REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-import torch  # noqa: E402
 from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.device import get_device  # noqa: E402
 from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import mmhybrid  # noqa: E402,F401  (registers the project's models)
 from mmhybrid.converters import CheckpointMismatchError  # noqa: E402
+from mmhybrid.engine.amp import check_amp_dtype  # noqa: E402
 from mmhybrid.utils import (CheckpointLoadError, DatasetNotFoundError,  # noqa: E402
                             LauncherError, check_dataset_paths, finish_distributed,
                             setup_distributed_without_cuda)
+
+AMP_WRAPPER = 'mmhybrid.MixedPrecisionOptimWrapper'
 
 
 def parse_args():
@@ -43,7 +53,8 @@ def parse_args():
     parser.add_argument('--work-dir', help='the dir to save logs and models')
     parser.add_argument(
         '--amp', action='store_true',
-        help='enable automatic mixed precision training (needs a CUDA GPU)')
+        help='automatic mixed precision training: bf16 (or fp16 where the GPU lacks '
+        'bf16) on a CUDA GPU, bf16 autocast on the CPU')
     parser.add_argument(
         '--auto-scale-lr', action='store_true',
         help='scale the learning rate by the actual / base batch size')
@@ -75,6 +86,35 @@ def fail(message):
     sys.exit(2)
 
 
+AMP_WRAPPERS = ('AmpOptimWrapper', 'mmengine.AmpOptimWrapper', AMP_WRAPPER)
+
+
+def setup_amp(cfg, explicit):
+    """Make the config train in mixed precision with mmhybrid's wrapper, on
+    the CPU or a GPU; exit with a one-line message where that cannot work.
+
+    Args:
+        cfg (mmengine.Config): The config (changed in place).
+        explicit (bool): Whether ``--amp`` asked for it (else the config names
+            an AMP wrapper itself).
+    """
+    optim_wrapper = cfg.optim_wrapper
+    if optim_wrapper.get('type', 'OptimWrapper') not in AMP_WRAPPERS + ('OptimWrapper',):
+        fail(f'--amp replaces optim_wrapper.type, and the config sets it to '
+             f'{optim_wrapper.type!r}; remove --amp or that type')
+    optim_wrapper.type = AMP_WRAPPER
+    if explicit:
+        optim_wrapper.setdefault('loss_scale', 'dynamic')
+    device = get_device()
+    try:
+        dtype = check_amp_dtype(device, optim_wrapper.get('dtype'))
+    except ValueError as err:
+        what = '--amp' if explicit else 'the config\'s AmpOptimWrapper'
+        fail(f'{what}: {err}')
+    print(f'train.py: mixed precision on {device} in {str(dtype).replace("torch.", "")}'
+          + (' (no loss scaling)' if device == 'cpu' else ''), file=sys.stderr)
+
+
 def build_config(args):
     """Load the config and apply the command-line options to it.
 
@@ -94,14 +134,9 @@ def build_config(args):
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(args.config))[0])
-    if args.amp:
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.loss_scale = 'dynamic'
-    if cfg.get('optim_wrapper', {}).get('type') == 'AmpOptimWrapper' \
-            and not torch.cuda.is_available():
-        fail('mixed precision training (--amp, or AmpOptimWrapper in the config) '
-             'needs a CUDA GPU, and torch.cuda.is_available() is False here; '
-             'run without --amp')
+    optim_wrapper = cfg.get('optim_wrapper') or {}
+    if args.amp or optim_wrapper.get('type') in AMP_WRAPPERS:
+        setup_amp(cfg, explicit=args.amp)
     if args.auto_scale_lr:
         auto_scale_lr = cfg.get('auto_scale_lr') or {}
         if 'enable' not in auto_scale_lr or 'base_batch_size' not in auto_scale_lr:

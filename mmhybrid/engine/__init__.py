@@ -1,4 +1,6 @@
-"""Training-side pieces: the layer-wise learning-rate decay optimizer constructor."""
+"""Training-side pieces: the layer-wise learning-rate decay optimizer constructor and
+the mixed precision optimizer wrapper (CUDA or CPU bf16)."""
+from .amp import MixedPrecisionOptimWrapper
 from .layer_decay import LayerDecayOptimizerConstructor
 
-__all__ = ['LayerDecayOptimizerConstructor']
+__all__ = ['LayerDecayOptimizerConstructor', 'MixedPrecisionOptimWrapper']
