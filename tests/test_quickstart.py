@@ -49,7 +49,7 @@ def _scalars(work_dir: Path):
 def test_short_training_lowers_the_loss_and_gives_a_positive_map(workspace):
     work_dir = workspace / 'short'
     _run(workspace, [sys.executable, str(ROOT / 'tools/train.py'), CONFIG, '--work-dir', str(work_dir),
-                     '--cfg-options', 'train_cfg.max_epochs=5', 'train_cfg.val_interval=5',
+                     '--cfg-options', 'train_cfg.max_epochs=6', 'train_cfg.val_interval=6',
                      'default_hooks.logger.interval=4', 'param_scheduler.0.end=20'])
     records = _scalars(work_dir)
     losses = [r['loss'] for r in records if 'loss' in r]
