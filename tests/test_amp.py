@@ -3,15 +3,11 @@
 Every root config takes one optimizer step with the optimizer wrapper that
 ``--amp`` makes (the backbone shrunk as in test_configs.py); the detection
 configs reach mmcv's NMS, RoIAlign and focal loss through mmhybrid's float32
-versions of the heads that call them (mmhybrid/ops.py). One end-to-end
-``tools/train.py --amp`` run on the toy data, resumed from its checkpoint,
-checks the command line and the checkpoint.
+versions of the heads that call them (mmhybrid/ops.py). The end-to-end
+``tools/train.py --amp`` run (killed, resumed, tested) is in test_quickstart.py.
 """
 import importlib.util
 import math
-import os
-import subprocess
-import sys
 from argparse import Namespace
 from pathlib import Path
 
@@ -22,7 +18,6 @@ from mmengine.optim import build_optim_wrapper
 
 from mmhybrid.engine import MixedPrecisionOptimWrapper
 from mmhybrid.engine.amp import check_amp_dtype
-from mmhybrid.utils import load_checkpoint_file
 from test_configs import (CONFIG_DIR, DET_TRAIN_SHAPE, FAMILIES, ROOT_CONFIGS, SEG_TRAIN_HW, build_model,
                           det_batch, family_of, seg_batch, shrink, task_of)
 
@@ -113,28 +108,3 @@ def test_amp_dtype_is_bf16_on_cpu_and_where_the_gpu_has_it_else_fp16(monkeypatch
     assert check_amp_dtype('cuda', None) == torch.float16
     with pytest.raises(ValueError, match='does not support bfloat16'):
         check_amp_dtype('cuda', torch.bfloat16)
-
-
-@pytest.mark.slow
-def test_train_py_amp_trains_the_quickstart_on_cpu_and_resumes(tmp_path):
-    subprocess.run([sys.executable, str(ROOT / 'tools/misc/make_toy_datasets.py'), '--out', str(tmp_path / 'data'),
-                    '--only', 'coco', '--train', '8', '--val', '4'], check=True, capture_output=True)
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES='', OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
-    work_dir = tmp_path / 'wd'
-
-    def train(max_epochs, *extra):
-        cmd = [sys.executable, str(TRAIN), str(ROOT / 'configs/quickstart/retinanet_crossformer_toy.py'), '--amp',
-               '--work-dir', str(work_dir), *extra, '--cfg-options', f'train_cfg.max_epochs={max_epochs}',
-               'train_cfg.val_interval=10', 'default_hooks.logger.interval=1']
-        proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
-        out = proc.stdout + proc.stderr
-        assert proc.returncode == 0, out[-3000:]
-        return out
-
-    out = train(1)
-    assert 'mixed precision on cpu in bfloat16 (no loss scaling)' in out
-    assert 'Epoch(train) [1][2/2]' in out and 'loss: nan' not in out
-    checkpoint = load_checkpoint_file(str(work_dir / 'epoch_1.pth'))
-    assert checkpoint['optimizer']['state'] and 'loss_scaler' not in checkpoint['optimizer']
-    out = train(2, '--resume')
-    assert 'resumed epoch: 1, iter: 2' in out and 'Epoch(train) [2][2/2]' in out

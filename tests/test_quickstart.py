@@ -1,4 +1,4 @@
-"""End-to-end quick start on the toy data: short training, 2-process training, kill and resume.
+"""End-to-end quick start on the toy data: short training, 2-process training, kill and resume (with --amp).
 
 Every run goes through tools/train.py / tools/test.py / tools/dist_train.sh in a
 subprocess, from a scratch folder that holds a small toy dataset under data/, so
@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from mmhybrid.utils import load_checkpoint_file
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / 'configs/quickstart/retinanet_crossformer_toy.py')
@@ -80,9 +82,10 @@ def test_two_processes_train_with_the_same_total_batch_as_one(workspace):
     assert (work_dir / 'epoch_1.pth').exists()
 
 
-def test_killed_training_resumes_from_its_last_checkpoint_and_tests(workspace):
+def test_killed_amp_training_resumes_from_its_last_checkpoint_and_tests(workspace):
+    """``--amp`` (bf16 autocast on the CPU, no loss scaling) killed mid-run, resumed, then tested."""
     work_dir = workspace / 'resume'
-    cmd = [sys.executable, str(ROOT / 'tools/train.py'), CONFIG, '--work-dir', str(work_dir), '--cfg-options',
+    cmd = [sys.executable, str(ROOT / 'tools/train.py'), CONFIG, '--amp', '--work-dir', str(work_dir), '--cfg-options',
            'train_cfg.max_epochs=2', 'train_cfg.val_interval=2', 'default_hooks.checkpoint.max_keep_ckpts=5']
     proc = subprocess.Popen(cmd, cwd=workspace, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
@@ -93,7 +96,11 @@ def test_killed_training_resumes_from_its_last_checkpoint_and_tests(workspace):
     proc.wait()
     assert (work_dir / 'epoch_1.pth').exists() and not (work_dir / 'epoch_2.pth').exists()
 
+    checkpoint = load_checkpoint_file(str(work_dir / 'epoch_1.pth'))
+    assert checkpoint['optimizer']['state'] and 'loss_scaler' not in checkpoint['optimizer']
+
     out = _run(workspace, cmd + ['--resume'])
+    assert 'mixed precision on cpu in bfloat16 (no loss scaling)' in out and 'loss: nan' not in out
     assert re.search(r'resumed epoch: 1, iter: \d+', out)
     assert (work_dir / 'epoch_2.pth').exists()
     checkpoint = (work_dir / 'last_checkpoint').read_text().strip()

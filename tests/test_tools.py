@@ -11,7 +11,6 @@ import importlib.util
 import json
 import os
 import os.path as osp
-import socket
 import subprocess
 import sys
 import zipfile
@@ -95,17 +94,6 @@ def load_tool(path, name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def free_port():
-    """A TCP port nobody listens on right now.
-
-    Returns:
-        int: The port number.
-    """
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
 
 
 def assert_ok(result):
@@ -256,22 +244,6 @@ for obj, name in [(HistoryBuffer, 'mean'), (HistoryBuffer, 'register_statistics'
 print(json.dumps(results))
 """
     assert run_python(code) == [True, 'CheckpointLoadError', 'CheckpointLoadError']
-
-
-@pytest.mark.slow
-def test_dist_train_sh_trains_with_two_cpu_processes_over_gloo(tmp_path):
-    if torch.cuda.is_available():
-        pytest.skip('the gloo switch is for machines without CUDA')
-    work_dir = str(tmp_path / 'wd')
-    result = run(['bash', osp.join(REPO_ROOT, 'tools', 'dist_train.sh'), TOY_CONFIG,
-                  '2', '--work-dir', work_dir], timeout=180, PORT=str(free_port()),
-                 PYTHON=sys.executable)
-    assert_ok(result)
-    log = result.stdout + result.stderr
-    assert "backend 'nccl' replaced by 'gloo'" in log
-    assert 'GPU number: 2' in log  # world size, as mmengine words it
-    assert 'Iter(train) [4/4]' in log and 'Traceback' not in log
-    assert osp.isfile(osp.join(work_dir, 'iter_4.pth'))
 
 
 def test_amp_in_float16_on_cpu_exits_with_a_one_line_message(tmp_path):
