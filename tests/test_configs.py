@@ -280,6 +280,18 @@ def is_root(name):
 ROOT_CONFIGS = [n for n in CONFIGS if is_root(n)]
 
 
+def fewer_proposals(cfg):
+    """Two-stage detectors: 100 proposals and 64 sampled RoIs per image instead of 1000-2000 and 512
+    (Cascade's three 4conv1fc heads on 512 RoIs cost 30 s a step); the same heads and code paths."""
+    train_cfg = cfg.model.get('train_cfg') or {}
+    if 'rpn_proposal' in train_cfg:
+        train_cfg.rpn_proposal.update(nms_pre=200, max_per_img=100)
+        for stage in train_cfg.rcnn if isinstance(train_cfg.rcnn, list) else [train_cfg.rcnn]:
+            stage.sampler.num = 64
+        cfg.model.test_cfg.rpn.update(nms_pre=200, max_per_img=100)
+    return cfg
+
+
 def shrink(cfg):
     """The family's small test arch (tests/family_archs.py) in place of the config's, with the neck or
     heads widened to match: the same detector, recipe and code paths, at a fraction of the cost."""
@@ -288,14 +300,7 @@ def shrink(cfg):
     channels = build_backbone(cfg).out_channels
     if task_of(cfg) == 'mmdet' or seg_neck(cfg):
         cfg.model.neck.in_channels = channels
-    train_cfg = cfg.model.get('train_cfg') or {}
-    if 'rpn_proposal' in train_cfg:
-        # two-stage detectors: 100 proposals and 64 sampled RoIs per image instead of 1000-2000 and 512
-        # (Cascade's three 4conv1fc heads on 512 RoIs cost 30 s a step)
-        train_cfg.rpn_proposal.update(nms_pre=200, max_per_img=100)
-        for stage in train_cfg.rcnn if isinstance(train_cfg.rcnn, list) else [train_cfg.rcnn]:
-            stage.sampler.num = 64
-        cfg.model.test_cfg.rpn.update(nms_pre=200, max_per_img=100)
+    fewer_proposals(cfg)
     if task_of(cfg) == 'mmseg' and not seg_neck(cfg):
         head, aux = cfg.model.decode_head, cfg.model.auxiliary_head
         head.in_channels = [channels[i] for i in head.in_index]

@@ -27,6 +27,7 @@ import mmhybrid.models
 from mmhybrid.models import CrossFormer
 from mmhybrid.models.base import HybridBackbone
 from mmhybrid.registry import MODELS as HYBRID_MODELS
+from test_configs import fewer_proposals
 
 DOC = Path(__file__).resolve().parents[1] / 'docs' / 'dropin.md'
 SEG_HW = (100, 132)  # not multiples of 32
@@ -249,6 +250,7 @@ def test_resnet_config_dropin_trains(host, family, tmp_path, offline):
     path = tmp_path / f'{host}_{family}.py'
     path.write_text(user_config(base, backbone_text(family, **kwargs), widths_text(host, widths)))
     cfg = Config.fromfile(str(path))
+    fewer_proposals(cfg)   # the host's heads at a fraction of the RoIs (test_configs.py)
     seg = cfg.default_scope == 'mmseg'
     assert cfg.model.type == model_type
     assert set(cfg.model.backbone) == {'type', *kwargs}, 'ResNet arguments leaked'
