@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from mmhybrid.models import CrossFormer, crossformer, layers
-from mmhybrid.models.layers import biased_attention
+from mmhybrid.models.layers import attention, biased_attention
 
 from family_archs import SMALL_ARCH
 
@@ -154,3 +154,31 @@ def test_crossformer_training_step_grads_equal_with_chunked_and_plain_attention(
     assert any('attn.pos' in n for n in grads[False])
     for name, want in grads[True].items():
         torch.testing.assert_close(grads[False][name], want, rtol=1e-9, atol=1e-11, msg=name)
+
+
+def test_attention_in_cpu_bf16_training_takes_the_plain_ops_up_to_the_score_budget(monkeypatch):
+    """Under CPU bf16 autocast in training: matmul + softmax + matmul (as close to fp32 as SDPA is) up to
+    MATH_ATTENTION_MAX_SCORES scores, SDPA's kernel beyond it; outside autocast always SDPA, bit for bit."""
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 40, 16, generator=gen).requires_grad_() for _ in range(3))
+    grad = torch.randn(2, 3, 40, 16, generator=gen)
+    ref = F.scaled_dot_product_attention(*(t.double() for t in (q, k, v)))
+    ref_grads = torch.autograd.grad(ref, (q, k, v), grad.double())
+
+    def run(budget):
+        monkeypatch.setattr(layers, 'MATH_ATTENTION_MAX_SCORES', budget)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            out = attention(q, k, v)
+        return out, torch.autograd.grad(out, (q, k, v), grad.to(out.dtype))
+
+    plain, fused = run(2 * 3 * 40 * 40), run(2 * 3 * 40 * 40 - 1)
+    assert 'ScaledDotProduct' not in type(plain[0].grad_fn).__name__
+    assert 'ScaledDotProduct' in type(fused[0].grad_fn).__name__
+    for out, grads in (plain, fused):
+        assert out.dtype == torch.bfloat16
+        for got, want in zip([out, *grads], [ref, *ref_grads]):
+            assert (got.double() - want).abs().max() <= 0.02 * want.abs().max()
+    with torch.no_grad():
+        assert torch.equal(attention(q, k, v), F.scaled_dot_product_attention(q, k, v))
+    out = attention(q, k, v)
+    assert 'ScaledDotProduct' in type(out.grad_fn).__name__

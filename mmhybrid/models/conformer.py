@@ -52,12 +52,14 @@ from mmengine.model.weight_init import trunc_normal_
 from ..converters.conformer import convert_conformer, official_to_layout, stage_ends
 from ..registry import MODELS
 from .base import HybridBackbone
-from .layers import (DropPath, Mlp, bn_affine, conv_bn, drop_path_rates, has_hooks, pad_bottom_right,
+from .layers import (DropPath, Mlp, attention, bn_affine, conv_bn, drop_path_rates, has_hooks, pad_bottom_right,
                      trunc_normal_init)
 
 # size-dependent Python runs as leaves of FX graphs (see add_upsampled, token_grid), so a
 # traced model works at any input size
 torch.fx.wrap('pad_bottom_right')
+# attention picks the plain ops or SDPA's kernel per call (layers.attention): a leaf as well
+torch.fx.wrap('attention')
 
 
 # --------------------------------------------------------------------------------------
@@ -246,7 +248,7 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
-        x = F.scaled_dot_product_attention(q, k, v)
+        x = attention(q, k, v)
         return self.proj(x.transpose(1, 2).reshape(b, n, c))
 
 

@@ -25,18 +25,19 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 import torch.fx
 import torch.nn as nn
-import torch.nn.functional as F
 from mmengine.model.weight_init import trunc_normal_
 
 from ..converters.common import CheckpointMismatchError
 from ..converters.cvt import convert_cvt
 from ..registry import MODELS
 from .base import HybridBackbone
-from .layers import DropPath, Mlp, conv_bn, pad_bottom_right, trunc_normal_init
+from .layers import DropPath, Mlp, attention, conv_bn, pad_bottom_right, trunc_normal_init
 
 # leaves of FX graphs: the size-dependent padding, and QuickGELU's autograd Function (traced
 # through, its in-place forward would become plain ops without its backward)
 torch.fx.wrap('pad_bottom_right')
+# attention picks the plain ops or SDPA's kernel per call (layers.attention): a leaf as well
+torch.fx.wrap('attention')
 
 
 # --------------------------------------------------------------------------------------
@@ -130,7 +131,7 @@ class ConvAttention(nn.Module):
         if num_cls:
             q, k, v = (torch.cat([cls, t], dim=1) for t in (q, k, v))
         q, k, v = self._heads(self.proj_q(q)), self._heads(self.proj_k(k)), self._heads(self.proj_v(v))
-        out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        out = attention(q, k, v, scale=self.scale)
         return self.proj(out.transpose(1, 2).flatten(2))
 
 

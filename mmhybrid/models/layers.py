@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from mmcv.cnn.bricks import DropPath
 from mmengine.model.weight_init import trunc_normal_
 
-__all__ = ['DropPath', 'LayerNorm2d', 'Mlp', 'autocast_output', 'autocast_outputs', 'biased_attention', 'bn_affine',
+__all__ = ['DropPath', 'LayerNorm2d', 'Mlp', 'attention', 'autocast_output', 'autocast_outputs', 'biased_attention', 'bn_affine',
            'conv_act', 'conv_bn', 'depthwise_conv', 'drop_path_rates', 'has_hooks', 'onednn_conv',
            'onednn_conv_binary', 'onednn_inference', 'pad_bottom_right', 'trunc_normal_init']
 
@@ -499,3 +499,41 @@ def biased_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: to
         low = torch.get_autocast_dtype('cpu')
         q, k, v = (t.to(low) if t.dtype == torch.float32 else t for t in (q, k, v))
     return _BiasedAttention.apply(q, k, v, bias, float(scale))
+
+
+# CPU training under bf16/fp16 autocast: attention calls of at most this many scores (batch x
+# heads x queries x keys) run as matmul + softmax + matmul, as autocast runs the plain ops,
+# instead of SDPA's CPU flash kernel, whose low-precision backward is the slower one there
+# (Conformer-S/16 at 512x512, 6 heads x 1025 tokens: about 25 ms a call for flash's forward and
+# backward, about 15 ms for the plain ops in the official code; torch profiler). The plain ops
+# keep the probabilities for the backward (6 bytes a score: at most about 600 MB a call); larger
+# calls (detection sizes) keep the flash kernel, which holds no score matrix. Side by side
+# (bench.py, 512x512, batch 1, 2 threads), bf16 training against the official code: Conformer-S/16
+# 0.88x -> 1.04x, CvT-13 0.90x -> 1.14x (its stage-0 call has 67M scores).
+MATH_ATTENTION_MAX_SCORES = 96 << 20
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: Optional[float] = None) -> torch.Tensor:
+    """``F.scaled_dot_product_attention(q, k, v, scale=scale)``, or the same attention as plain
+    matmul + softmax + matmul in CPU training under low-precision autocast for calls of at most
+    ``MATH_ATTENTION_MAX_SCORES`` scores (faster there; see above).
+
+    Args:
+        q: ``(..., N, d)`` queries.
+        k: ``(..., M, d)`` keys.
+        v: ``(..., M, dv)`` values.
+        scale: score scale; default ``d ** -0.5``.
+
+    Returns:
+        ``(..., N, dv)`` outputs.
+    """
+    if (q.device.type == 'cpu' and torch.is_autocast_enabled('cpu') and torch.is_grad_enabled()
+            and any(t.requires_grad for t in (q, k, v)) and not _being_traced(q)
+            and q.shape[:-1].numel() * k.shape[-2] <= MATH_ATTENTION_MAX_SCORES):
+        scale = q.shape[-1] ** -0.5 if scale is None else scale
+        scores = torch.matmul(q * scale, k.transpose(-2, -1))
+        return torch.matmul(scores.softmax(-1), v)
+    return F.scaled_dot_product_attention(q, k, v, scale=scale)
+
+
+torch.fx.wrap('attention')
