@@ -145,15 +145,16 @@ def seg_neck(cfg):
     return cfg.model.get('neck') if task_of(cfg) == 'mmseg' else None
 
 
-def build_model(cfg):
-    """Build and initialise the full model, as tools/train.py's runner does."""
+def build_model(cfg, init=True):
+    """Build and (``init``) initialise the full model, as tools/train.py's runner does."""
     init_default_scope(cfg.default_scope)
     if task_of(cfg) == 'mmdet':
         from mmdet.registry import MODELS
     else:
         from mmseg.registry import MODELS
     model = MODELS.build(cfg.model)
-    model.init_weights()
+    if init:
+        model.init_weights()
     return model
 
 

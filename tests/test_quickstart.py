@@ -121,6 +121,7 @@ def test_mask_rcnn_and_upernet_quickstarts_train_and_evaluate(workspace, config,
     # a few steps each (Mask R-CNN: one epoch over the first 24 training images), then the evaluation
     short = (['train_cfg.max_epochs=1', 'train_cfg.val_interval=1', 'train_dataloader.dataset.indices=24']
              if 'mask_rcnn' in config else ['train_cfg.max_iters=8', 'train_cfg.val_interval=8'])
+    short.append('val_dataloader.dataset.indices=8')   # the metric of 8 validation images
     out = _run(workspace, [sys.executable, str(ROOT / 'tools/train.py'), str(ROOT / 'configs/quickstart' / config),
                            '--work-dir', str(work_dir), '--cfg-options', 'default_hooks.logger.interval=4', *short])
     assert re.search(metric + r': \d', out), out[-2000:]
