@@ -14,9 +14,9 @@ bf16 autocast (``tools/train.py --amp`` on a CPU) a training step fails in:
 
 The classes here are mmdet's own with the op's inputs cast to float32 and
 autocast switched off around it (outputs go back to the input dtype where a
-network layer reads them next); the detection configs in
-``configs/_base_/models`` name them. Outside autocast, with float32 inputs,
-they compute exactly what mmdet's classes compute.
+network layer reads them next); ``tools/train.py --amp`` swaps them into any
+config with :func:`use_fp32_ops`. Outside autocast, with float32 inputs, they
+compute exactly what mmdet's classes compute.
 
 They are registered in mmhybrid's model registry, which imports this module when
 a config first builds a ``mmhybrid.`` type; mmdet is imported here only, so
@@ -105,3 +105,35 @@ if RPNHead is not None:
             with autocast_off(pred.device.type):
                 return super().forward(to_fp32(pred), target, to_fp32(weight),
                                        avg_factor=avg_factor, reduction_override=reduction_override)
+
+
+#: mmdet's types whose mmcv op has no bfloat16 kernel -> mmhybrid's float32 version
+FP32_VERSIONS = {'RPNHead': 'mmhybrid.FP32ProposalRPNHead',
+                 'SingleRoIExtractor': 'mmhybrid.FP32SingleRoIExtractor',
+                 'FocalLoss': 'mmhybrid.FP32FocalLoss'}
+
+
+def use_fp32_ops(cfg) -> list:
+    """Swap, in place, every mmdet ``RPNHead``, ``SingleRoIExtractor`` and ``FocalLoss`` of a model
+    config for mmhybrid's version that runs its mmcv op in float32 under autocast (what
+    ``tools/train.py --amp`` does to any config, yours included).
+
+    Args:
+        cfg (dict): A model config (``cfg.model``), or any part of one.
+
+    Returns:
+        list: The types that were swapped, in the order met.
+    """
+    swapped = []
+    if isinstance(cfg, dict):
+        name = cfg.get('type')
+        if isinstance(name, str) and name.split('.')[-1] in FP32_VERSIONS and not name.startswith('mmhybrid.'):
+            if name.partition('.')[0] in (name, 'mmdet'):   # 'RPNHead' or 'mmdet.RPNHead'
+                cfg['type'] = FP32_VERSIONS[name.split('.')[-1]]
+                swapped.append(name)
+        for value in cfg.values():
+            swapped += use_fp32_ops(value)
+    elif isinstance(cfg, (list, tuple)):
+        for value in cfg:
+            swapped += use_fp32_ops(value)
+    return swapped

@@ -3,11 +3,12 @@
 Every root config takes one optimizer step with the optimizer wrapper that
 ``--amp`` makes (the backbone shrunk as in test_configs.py); the detection
 configs reach mmcv's NMS, RoIAlign and focal loss through mmhybrid's float32
-versions of the heads that call them (mmhybrid/ops.py). The end-to-end
+versions of the heads that call them, which ``--amp`` swaps in (mmhybrid/ops.py). The end-to-end
 ``tools/train.py --amp`` run (killed, resumed, tested) is in test_quickstart.py.
 """
 import importlib.util
 import math
+import re
 from argparse import Namespace
 from pathlib import Path
 
@@ -48,6 +49,10 @@ def test_amp_step_on_cpu_runs_the_backbone_in_bf16_and_updates_it(train_tool, na
     torch.manual_seed(0)
     cfg = amp_config(train_tool, name)
     assert cfg.optim_wrapper.type == 'mmhybrid.MixedPrecisionOptimWrapper'
+    types = str(cfg.model)
+    assert not re.search(r"'type': '(mmdet\.)?(RPNHead|SingleRoIExtractor|FocalLoss)'", types)
+    if task_of(cfg) == 'mmdet':
+        assert 'mmhybrid.FP32' in types   # RetinaNet's focal loss, the two-stage RPN and RoI extractors
     if task_of(cfg) == 'mmseg':
         cfg.model.data_preprocessor.size = SEG_TRAIN_HW
         batch = seg_batch(SEG_TRAIN_HW, cfg.model.decode_head.num_classes, batch_size=2)
@@ -108,3 +113,16 @@ def test_amp_dtype_is_bf16_on_cpu_and_where_the_gpu_has_it_else_fp16(monkeypatch
     assert check_amp_dtype('cuda', None) == torch.float16
     with pytest.raises(ValueError, match='does not support bfloat16'):
         check_amp_dtype('cuda', torch.bfloat16)
+
+
+def test_use_fp32_ops_swaps_mmdet_types_at_any_depth_and_nothing_else():
+    from mmhybrid.ops import use_fp32_ops
+    model = dict(type='CascadeRCNN', rpn_head=dict(type='mmdet.RPNHead', loss_cls=dict(type='CrossEntropyLoss')),
+                 roi_head=dict(bbox_roi_extractor=[dict(type='SingleRoIExtractor'), dict(type='SingleRoIExtractor')],
+                               bbox_head=dict(type='Shared2FCBBoxHead', loss_cls=dict(type='FocalLoss'))),
+                 other=dict(type='mmhybrid.FP32FocalLoss'), seg=dict(type='mmseg.FocalLoss'))
+    assert use_fp32_ops(model) == ['mmdet.RPNHead', 'SingleRoIExtractor', 'SingleRoIExtractor', 'FocalLoss']
+    assert model['rpn_head']['type'] == 'mmhybrid.FP32ProposalRPNHead'
+    assert [r['type'] for r in model['roi_head']['bbox_roi_extractor']] == ['mmhybrid.FP32SingleRoIExtractor'] * 2
+    assert model['roi_head']['bbox_head']['loss_cls']['type'] == 'mmhybrid.FP32FocalLoss'
+    assert model['rpn_head']['loss_cls']['type'] == 'CrossEntropyLoss' and model['seg']['type'] == 'mmseg.FocalLoss'

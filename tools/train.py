@@ -9,7 +9,9 @@ on a CUDA GPU as mmengine's ``AmpOptimWrapper`` (bfloat16 where the GPU supports
 it, else float16 with dynamic loss scaling), on the CPU with bfloat16 autocast
 (no loss scaling). A config's ``optim_wrapper.dtype`` picks the dtype; float16 on
 the CPU is refused. A config that names mmengine's ``AmpOptimWrapper`` trains the
-same way.
+same way. mmdet's ``RPNHead``, ``SingleRoIExtractor`` and ``FocalLoss`` are swapped for
+mmhybrid's versions that run mmcv's NMS, RoIAlign and focal loss (no bf16 kernels) in
+float32 (``mmhybrid/ops.py``).
 
 Works from a checkout without installing the package. Exit status 2, with a
 message and no traceback, when the dataset files are missing or an option cannot
@@ -111,6 +113,10 @@ def setup_amp(cfg, explicit):
     except ValueError as err:
         what = '--amp' if explicit else 'the config\'s AmpOptimWrapper'
         fail(f'{what}: {err}')
+    # mmcv's NMS, RoIAlign and sigmoid focal loss have no bf16 kernels: their float32 versions
+    if cfg.get('default_scope') == 'mmdet':
+        from mmhybrid.ops import use_fp32_ops
+        use_fp32_ops(cfg.model)
     print(f'train.py: mixed precision on {device} in {str(dtype).replace("torch.", "")}'
           + (' (no loss scaling)' if device == 'cpu' else ''), file=sys.stderr)
 

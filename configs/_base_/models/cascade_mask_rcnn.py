@@ -4,10 +4,4 @@ _base_ = 'mmdet::_base_/models/cascade-mask-rcnn_r50_fpn.py'
 
 custom_imports = dict(imports=['mmhybrid'], allow_failed_imports=False)
 
-# mmcv's NMS, RoIAlign and sigmoid focal loss have no bfloat16 kernels: mmhybrid's versions of
-# the heads that call them run them in float32 under autocast (tools/train.py --amp; mmhybrid/ops.py)
-model = dict(
-    backbone=dict(_delete_=True),
-    rpn_head=dict(type='mmhybrid.FP32ProposalRPNHead'),
-    roi_head=dict(bbox_roi_extractor=dict(type='mmhybrid.FP32SingleRoIExtractor'),
-                  mask_roi_extractor=dict(type='mmhybrid.FP32SingleRoIExtractor')))
+model = dict(backbone=dict(_delete_=True))
