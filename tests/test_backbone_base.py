@@ -685,3 +685,25 @@ def test_a_traced_forward_leaves_no_placeholder_tensors_for_later_calls(family):
             model(x)
         maps = model(x)
     assert all(type(m) is torch.Tensor for m in maps)
+
+
+@pytest.mark.parametrize('device', ['cpu', 'cuda'])
+@pytest.mark.parametrize('family', list(SMALL_ARCH))
+def test_training_never_needs_the_math_attention_kernel(family, device):
+    """With SDPA limited to its fused kernels (flash, memory-efficient, cuDNN), a training step in fp32
+    and in low-precision autocast runs: no attention call falls back to the math kernel, which keeps
+    the whole score matrix (CrossFormer's trained position bias included)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    if device == 'cuda' and not torch.cuda.is_available():
+        pytest.skip('no CUDA device')
+    model = _build(family).to(device).train()
+    x = torch.randn(2, 3, 70, 90, device=device)
+    low = torch.bfloat16 if device == 'cpu' or torch.cuda.is_bf16_supported() else torch.float16
+    fused = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION]
+    for amp in (False, True):
+        model.zero_grad(set_to_none=True)
+        with sdpa_kernel(fused), torch.autocast(device, dtype=low, enabled=amp):
+            outs = model(x)
+            _loss(outs).backward()
+        grads = [p.grad for p in model.parameters() if p.requires_grad]
+        assert all(g is not None and torch.isfinite(g).all() for g in grads), f'amp={amp}'

@@ -78,6 +78,10 @@ def test_cuda_build_compiles_for_every_default_architecture_and_exports_the_tool
     assert proc.returncode == 0, proc.stderr
     exports = dict(line.split(' ', 1)[1].split('=', 1) for line in proc.stdout.splitlines())
     assert os.path.exists(os.path.join(exports['CUDA_HOME'], 'include', 'cuda.h'))
+    # the library headers torch's CUDA headers include: in the toolkit, or on the exported CPATH
+    folders = [os.path.join(exports['CUDA_HOME'], 'include')] + exports.get('CPATH', '').split('$')[0].split(':')
+    for header in _load().LIBRARY_HEADERS:
+        assert any(os.path.exists(os.path.join(d, header)) for d in folders if d), header
     assert exports['TORCH_CUDA_ARCH_LIST'].strip("'") == _load().DEFAULT_CUDA_ARCHS
     proc = _run('cuda-build', CUDA_HOME=None, TORCH_CUDA_ARCH_LIST='5.0')   # dropped by CUDA 13
     if int(torch.version.cuda.split('.')[0]) >= 13:
@@ -87,3 +91,37 @@ def test_cuda_build_compiles_for_every_default_architecture_and_exports_the_tool
 def test_mmcv_step_names_the_cuda_state_of_the_installed_ops():
     proc = _run('mmcv', FORCE_CUDA='0')
     assert proc.returncode == 0 and 'with compiled ops (CUDA: ' in proc.stdout, proc.stderr
+
+
+def _toolkit(tmp_path, headers):
+    home = tmp_path / 'toolkit'
+    (home / 'include').mkdir(parents=True)
+    for header in headers:
+        (home / 'include' / header).write_text('')
+    return str(home)
+
+
+def test_library_headers_come_from_the_toolkit_when_it_has_them(tmp_path):
+    check_env = _load()
+    assert check_env.library_include_dirs(_toolkit(tmp_path, check_env.LIBRARY_HEADERS)) == []
+
+
+def test_library_headers_missing_from_the_toolkit_come_from_torchs_nvidia_wheels(tmp_path):
+    pytest.importorskip('nvidia', reason='torch without its NVIDIA wheels (a CPU build)')
+    check_env = _load()
+    dirs = check_env.library_include_dirs(_toolkit(tmp_path, ['cusparse.h']))
+    assert dirs and all(os.sep + 'nvidia' + os.sep in d for d in dirs)
+    for header in check_env.LIBRARY_HEADERS[1:]:
+        assert any(os.path.exists(os.path.join(d, header)) for d in dirs), header
+
+
+def test_library_headers_found_nowhere_are_named_in_one_line(tmp_path, monkeypatch, capsys):
+    check_env = _load()
+    empty = tmp_path / 'site' / 'nvidia'
+    empty.mkdir(parents=True)
+    monkeypatch.setitem(sys.modules, 'nvidia', type(sys)('nvidia'))
+    sys.modules['nvidia'].__path__ = [str(empty)]
+    with pytest.raises(SystemExit):
+        check_env.library_include_dirs(_toolkit(tmp_path, []))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'has no cusparse.h' in err[0] and 'development headers' in err[0], err

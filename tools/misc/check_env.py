@@ -5,8 +5,11 @@ Usage: python tools/misc/check_env.py {torch,cuda-build,mmcv,all}
 ``cuda-build`` (run by ``make install`` before building mmcv when ``FORCE_CUDA=1``) finds
 nvcc (``CUDA_HOME``, then ``PATH``, then ``/usr/local/cuda*``), checks that its CUDA
 version is torch's, compiles a small kernel for every architecture of
-``TORCH_CUDA_ARCH_LIST`` (default below) and prints the two ``export`` lines the build
-uses. It needs no GPU.
+``TORCH_CUDA_ARCH_LIST`` (default below), finds the CUDA libraries' headers that torch's
+CUDA headers include (in the toolkit, else in the NVIDIA wheels torch installed: a toolkit
+of the compiler and runtime alone lacks them) and checks with the preprocessor that
+``ATen/cuda/CUDAContext.h`` resolves, then prints the ``export`` lines the build uses. It
+needs no GPU.
 """
 import glob
 import importlib
@@ -96,6 +99,55 @@ def gencode_flags(archs: str) -> list:
     return flags
 
 
+#: headers of the CUDA libraries that torch's ``ATen/cuda/CUDAContextLight.h`` includes (every mmcv op does)
+LIBRARY_HEADERS = ('cusparse.h', 'cublas_v2.h', 'cublasLt.h', 'cusolverDn.h')
+
+
+def library_include_dirs(home: str) -> list:
+    """Folders for ``CPATH`` that hold the :data:`LIBRARY_HEADERS` the toolkit at ``home`` lacks, taken from
+    the NVIDIA wheels torch depends on (``site-packages/nvidia/cu13/include``, or ``nvidia/<library>/include``
+    in the per-library layout of earlier CUDA versions); ``[]`` when the toolkit has them all."""
+    missing = [h for h in LIBRARY_HEADERS if not os.path.exists(os.path.join(home, 'include', h))]
+    if not missing:
+        return []
+    try:
+        import nvidia
+        candidates = sorted(d for base in nvidia.__path__ for d in glob.glob(os.path.join(base, '*', 'include')))
+    except ImportError:
+        candidates = []
+    dirs = []
+    for header in missing:
+        found = next((d for d in candidates if os.path.exists(os.path.join(d, header))), None)
+        if found is None:
+            fail(f'the CUDA toolkit at {home} has no {header} (CUDA library headers), and no NVIDIA wheel of '
+                 f'torch has it either. Install the CUDA libraries\' development headers (e.g. the '
+                 f'cuda-libraries-dev package of this CUDA version) or point CUDA_HOME at a full toolkit.')
+        if found not in dirs:
+            dirs.append(found)
+    return dirs
+
+
+def check_torch_cuda_headers(nvcc: str, include_dirs: list) -> None:
+    """Preprocess ``#include <ATen/cuda/CUDAContext.h>`` as the extension build will (torch's include
+    folders, ``include_dirs`` on ``CPATH``): a missing header shows here in seconds, not in the build."""
+    env = dict(os.environ)
+    os.environ['CUDA_HOME'] = toolkit_home(nvcc)   # read by cpp_extension on import
+    from torch.utils.cpp_extension import include_paths
+    if include_dirs:
+        env['CPATH'] = os.pathsep.join(include_dirs + ([env['CPATH']] if env.get('CPATH') else []))
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, 'aten_probe.cu')
+        with open(src, 'w') as f:
+            f.write('#include <ATen/cuda/CUDAContext.h>\n')
+        flags = [f'-I{d}' for d in include_paths(device_type='cuda')]
+        proc = subprocess.run([nvcc, '-E', '-std=c++17', *flags, src, '-o', os.devnull],
+                              capture_output=True, text=True, env=env)
+    if proc.returncode:
+        errors = [ln for ln in (proc.stderr or proc.stdout).splitlines() if 'error' in ln] or ['(no message)']
+        fail(f'{nvcc} cannot compile torch\'s CUDA headers: {errors[0].strip()}. Install the missing CUDA '
+             'headers or point CUDA_HOME at a full toolkit.')
+
+
 def check_cuda_build() -> None:
     import torch
     if torch.version.cuda is None:
@@ -122,10 +174,17 @@ def check_cuda_build() -> None:
                  f'{(proc.stderr or proc.stdout).strip().splitlines()[-1]}. Set TORCH_CUDA_ARCH_LIST to '
                  'architectures this toolkit supports.')
     home = toolkit_home(nvcc)
+    include_dirs = library_include_dirs(home)
+    check_torch_cuda_headers(nvcc, include_dirs)
     print(f'[mmhybrid install] nvcc {nvcc} (CUDA {version}, torch CUDA {torch.version.cuda}); '
           f'building for {archs}', file=sys.stderr)
+    if include_dirs:
+        print(f'[mmhybrid install] {home} lacks CUDA library headers; using those of torch\'s NVIDIA wheels: '
+              + ', '.join(include_dirs), file=sys.stderr)
     print(f'export CUDA_HOME={home}')
     print(f"export TORCH_CUDA_ARCH_LIST='{archs}'")
+    if include_dirs:
+        print(f'export CPATH={os.pathsep.join(include_dirs)}${{CPATH:+:$CPATH}}')
 
 
 def check_mmcv() -> None:

@@ -1,0 +1,111 @@
+"""tools/analysis/gpu_check.py: its CPU mode (``--device cpu --tiny``) runs every section, and
+without CUDA its GPU mode says so and exits cleanly."""
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from family_archs import SMALL_ARCH
+
+ROOT = Path(__file__).resolve().parents[1]
+TOOL = ROOT / 'tools' / 'analysis' / 'gpu_check.py'
+
+
+@pytest.fixture(scope='module')
+def gpu_check():
+    spec = importlib.util.spec_from_file_location('mmhybrid_gpu_check', TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(*args, timeout=600):
+    return subprocess.run([sys.executable, str(TOOL), *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.slow
+def test_cpu_tiny_mode_runs_every_section_and_writes_the_summary(tmp_path):
+    out = tmp_path / 'check'
+    proc = _run('--device', 'cpu', '--tiny', '--out', str(out))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((out / 'results.json').read_text())
+    results = report['results']
+    assert report['env']['device'] == 'cpu' and report['env']['tiny'] is True
+
+    ops = {r['op']: r for r in results['ops']}
+    assert set(ops) == {'nms', 'batched_nms', 'roi_align (+backward)', 'sigmoid_focal_loss (+backward)'}
+    assert all(r['ok'] for r in ops.values())
+    for name in ('nms', 'batched_nms', 'roi_align (+backward)'):   # mmcv's CPU kernels against torchvision
+        assert ops[name]['cpu_vs_reference'] <= 1e-4, ops[name]
+        assert ops[name]['bf16'].startswith('refused'), ops[name]   # why --amp runs them in fp32
+
+    ours = [r for r in results['backbones'] if r['kind'] == 'ours']
+    assert len(ours) == len(SMALL_ARCH)
+    for r in ours:
+        assert r['train_fp32_ms'] > 0 and r['train_bf16_ms'] > 0 and r['gflops'] > 0, r
+        assert r['fused_fp32'] == r['fused_bf16'] == 'yes', r
+    assert {r['model'] for r in results['backbones'] if r['kind'] == 'peer'} == {'timm Swin-T', 'timm ConvNeXt-T'}
+
+    detectors = results['detectors']
+    assert [(r['model'].split()[0], r['precision']) for r in detectors] == [
+        (task, precision) for task in ('RetinaNet', 'Mask', 'UperNet') for precision in ('fp32', 'AMP')]
+    assert all('error' not in r and r['s_per_iter'] > 0 and r['loss'] > 0 for r in detectors), detectors
+
+    (dist,) = results['dist']
+    assert dist['backend'] == 'gloo' and dist['world_size'] == 1, dist
+    assert dist['bbox_mAP'] is not None and 0.0 <= dist['bbox_mAP'] <= 1.0
+
+    summary = (out / 'summary.md').read_text()
+    for text in ('| nms |', '| CrossFormer-S |', '| RetinaNet CrossFormer-S |', 'backend gloo',
+                 'official implementations not compared'):
+        assert text in summary, text
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='this machine has CUDA')
+def test_cuda_mode_without_a_gpu_says_so_and_exits_cleanly(tmp_path):
+    proc = _run('--out', str(tmp_path / 'check'), timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert 'skipped: no CUDA device here' in proc.stdout and '--device cpu --tiny' in proc.stdout
+    assert not (tmp_path / 'check').exists()
+
+
+def test_official_folder_without_its_benchmark_is_refused_in_one_line(tmp_path):
+    proc = _run('--device', 'cpu', '--official', str(tmp_path), timeout=120)
+    assert proc.returncode == 2
+    assert f'--official {tmp_path}: no bench.py there' in proc.stderr
+    assert 'Traceback' not in proc.stderr
+
+
+def test_every_family_is_checked(gpu_check):
+    assert {cfg['type'].split('.')[-1] for _name, cfg, _official in gpu_check.FAMILIES} == set(SMALL_ARCH)
+
+
+def test_focal_loss_reference_is_mmdets_pytorch_focal_loss(gpu_check):
+    from mmdet.models.losses.focal_loss import py_sigmoid_focal_loss
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(64, 5, generator=gen)
+    labels = torch.randint(0, 6, (64,), generator=gen)   # 5 = background
+    onehot = torch.nn.functional.one_hot(labels, 6)[:, :5].float()
+    expected = py_sigmoid_focal_loss(logits, onehot, gamma=2.0, alpha=0.25, reduction='sum')
+    torch.testing.assert_close(gpu_check.focal_reference(logits, labels), expected)
+
+
+def test_compare_tells_equal_indices_and_close_values_from_different_ones(gpu_check):
+    keep = torch.tensor([3, 1, 2])
+    assert gpu_check.compare([keep], [keep.clone()]) == 0.0
+    assert gpu_check.compare([keep], [torch.tensor([3, 2, 1])]) == 1.0
+    assert gpu_check.compare([keep], [keep[:2]]) == float('inf')
+    x = torch.tensor([1.0, -2.0])
+    assert gpu_check.compare([x], [x + torch.tensor([0.0, 0.02])]) == pytest.approx(0.02 / 1.98, rel=1e-3)
+
+
+def test_a_failed_check_or_an_unfused_attention_fails_the_run(gpu_check):
+    assert gpu_check.failed({'ops': [dict(op='nms', ok=True)], 'backbones': [dict(model='A', fused_fp32='yes')]}) == []
+    assert gpu_check.failed({'ops': [dict(op='nms', ok=False)]}) == ['ops: nms']
+    assert gpu_check.failed({'backbones': [dict(model='A', fused_bf16='NO: math kernel')]}) == ['backbones: A']
+    assert gpu_check.failed({'detectors': [dict(model='B', error='x')]}) == ['detectors: B']
