@@ -26,7 +26,7 @@ Sections (``--sections``, default all):
 
 ``--tiny`` (the CPU mode the test suite runs) keeps every step and code path at toy
 sizes: batch 1 at 96 x 128 for the backbones, 2 x 128 x 160 images for the detectors,
-1 warm-up and 1 timed iteration, 1 epoch of the quick start on 16 images.
+no warm-up and 1 timed iteration, 1 epoch of the quick start on 16 images.
 
 Writes ``OUT/summary.md`` (for ``docs/benchmarks.md``) and ``OUT/results.json``; exits 1
 when an op disagrees with its reference or a step fails, 0 otherwise (targets missed are
@@ -88,7 +88,7 @@ def parse_args(argv=None):
     p.add_argument('--data', default=None,
                    help='folder holding toy_coco/ for the quick start (written there if missing; '
                         'default OUT/data)')
-    p.add_argument('--warmup', type=int, default=None, help='untimed steps (default 3, --tiny 1)')
+    p.add_argument('--warmup', type=int, default=None, help='untimed steps (default 3, --tiny 0)')
     p.add_argument('--iters', type=int, default=None, help='timed steps (default 10, --tiny 1)')
     p.add_argument('--threads', type=int, default=None, help='CPU threads (default: torch\'s)')
     args = p.parse_args(argv)
@@ -99,7 +99,7 @@ def parse_args(argv=None):
     if args.official and not osp.isfile(osp.join(args.official, 'bench.py')):
         p.error(f'--official {args.official}: no bench.py there (the side-by-side benchmark folder, '
                 'e.g. ../shared/bench, holding bench.py and official/)')
-    args.warmup = (1 if args.tiny else 3) if args.warmup is None else args.warmup
+    args.warmup = (0 if args.tiny else 3) if args.warmup is None else args.warmup
     args.iters = (1 if args.tiny else 10) if args.iters is None else args.iters
     return args
 
