@@ -1,10 +1,11 @@
 """tools/analysis/gpu_check.py: its CPU mode (``--device cpu --tiny``) runs every section, and
 without CUDA its GPU mode says so and exits cleanly."""
-import importlib.util
 import json
+import runpy
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -17,10 +18,8 @@ TOOL = ROOT / 'tools' / 'analysis' / 'gpu_check.py'
 
 @pytest.fixture(scope='module')
 def gpu_check():
-    spec = importlib.util.spec_from_file_location('mmhybrid_gpu_check', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The tool's functions and tables (its main() is not run)."""
+    return SimpleNamespace(**runpy.run_path(str(TOOL), run_name='gpu_check'))
 
 
 def _run(*args, timeout=600):

@@ -537,41 +537,45 @@ def environment(args):
     return env
 
 
+def md_table(header, rows):
+    """A markdown table (after a blank line) from a header and rows of cells."""
+    lines = ['', '| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+    return lines + ['| ' + ' | '.join(str(c) for c in row) + ' |' for row in rows]
+
+
+def with_error(text, row, key='error'):
+    return f'{text} {row[key]}' if key in row else text
+
+
 def summary(env, results, notes):
     md = [f'GPU check on **{env["device"]}** (torch {env["torch"]}, CUDA {env["cuda"]}, mmcv {env["mmcv"]} '
           f'with ops for CUDA {env["mmcv_ops_cuda"]}){" in --tiny mode" if env["tiny"] else ""}:', '']
     md += [f'- {n}' for n in notes]
     if 'ops' in results:
-        md += ['', '| mmcv op | CPU kernel vs reference | device vs reference | device vs CPU | bf16 inputs | |',
-               '|---|---|---|---|---|---|']
-        for r in results['ops']:
-            md.append(f'| {r["op"]} | {r.get("cpu") or fmt(r.get("cpu_vs_reference"), ".1e")} | '
-                      f'{fmt(r.get("device_vs_reference"), ".1e")} | {fmt(r.get("device_vs_cpu"), ".1e")} | '
-                      f'{r.get("bf16", "-")} | {"ok" if r["ok"] else "FAILED " + r.get("error", "")} |')
+        md += md_table(['mmcv op', 'CPU kernel vs reference', 'device vs reference', 'device vs CPU', 'bf16 inputs', ''],
+                       [[r['op'], r.get('cpu') or fmt(r.get('cpu_vs_reference'), '.1e'),
+                         fmt(r.get('device_vs_reference'), '.1e'), fmt(r.get('device_vs_cpu'), '.1e'),
+                         r.get('bf16', '-'), 'ok' if r['ok'] else with_error('FAILED', r)] for r in results['ops']])
     if 'backbones' in results:
-        md += ['', '| backbone | fwd GFLOPs | train fp32 ms | train bf16 ms | peak fp32 GiB | peak bf16 GiB '
-               '| fused SDPA (fp32/bf16) |', '|---|---|---|---|---|---|---|']
-        for r in results['backbones']:
-            fused = '/'.join(r.get(f'fused_{k}', '-') for k in ('fp32', 'bf16')) if r['kind'] == 'ours' else ''
-            md.append(f'| {r["model"]} | {fmt(r.get("gflops"))} | '
-                      f'{fmt(r.get("train_fp32_ms")) if "train_fp32_error" not in r else r["train_fp32_error"]} | '
-                      f'{fmt(r.get("train_bf16_ms")) if "train_bf16_error" not in r else r["train_bf16_error"]} | '
-                      f'{fmt(r.get("train_fp32_peak_gib"), ".2f")} | {fmt(r.get("train_bf16_peak_gib"), ".2f")} | '
-                      f'{fused}{" " + r["error"] if "error" in r else ""} |')
+        md += md_table(['backbone', 'fwd GFLOPs', 'train fp32 ms', 'train bf16 ms', 'peak fp32 GiB', 'peak bf16 GiB',
+                        'fused SDPA (fp32/bf16)'],
+                       [[r['model'], fmt(r.get('gflops')),
+                         r.get('train_fp32_error') or fmt(r.get('train_fp32_ms')),
+                         r.get('train_bf16_error') or fmt(r.get('train_bf16_ms')),
+                         fmt(r.get('train_fp32_peak_gib'), '.2f'), fmt(r.get('train_bf16_peak_gib'), '.2f'),
+                         with_error('/'.join(r.get(f'fused_{k}', '-') for k in ('fp32', 'bf16'))
+                                    if r['kind'] == 'ours' else '', r)] for r in results['backbones']])
         md += [''] + [f'- {line}' for line in backbone_targets(results['backbones'])]
     if 'detectors' in results:
-        md += ['', '| model (optimizer steps) | images | precision | s/iter | peak GiB | last loss |',
-               '|---|---|---|---|---|---|']
-        for r in results['detectors']:
-            md.append(f'| {r["model"]} | {r.get("images", "-")} | {r["precision"]} | '
-                      f'{fmt(r.get("s_per_iter"), ".3f")} | {fmt(r.get("peak_gib"), ".2f")} | '
-                      f'{fmt(r.get("loss"), ".3f")}{" " + r["error"] if "error" in r else ""} |')
-    if 'dist' in results:
-        for r in results['dist']:
-            md += ['', f'Quick start through `{r.get("command", "tools/dist_train.sh")}`: '
-                   + (r['error'] if 'error' in r else
-                      f'backend {r["backend"]}, world size {r["world_size"]}, {r["minutes"]:.1f} min, '
-                      f'bbox mAP {fmt(r.get("bbox_mAP"), ".3f")}')]
+        md += md_table(['model (optimizer steps)', 'images', 'precision', 's/iter', 'peak GiB', 'last loss'],
+                       [[r['model'], r.get('images', '-'), r['precision'], fmt(r.get('s_per_iter'), '.3f'),
+                         fmt(r.get('peak_gib'), '.2f'), with_error(fmt(r.get('loss'), '.3f'), r)]
+                        for r in results['detectors']])
+    for r in results.get('dist', []):
+        md += ['', f'Quick start through `{r.get("command", "tools/dist_train.sh")}`: '
+               + (r['error'] if 'error' in r else
+                  f'backend {r["backend"]}, world size {r["world_size"]}, {r["minutes"]:.1f} min, '
+                  f'bbox mAP {fmt(r.get("bbox_mAP"), ".3f")}')]
     return '\n'.join(md) + '\n'
 
 
