@@ -396,9 +396,7 @@ class _BiasedAttention(torch.autograd.Function):
     def _probs(qs, kc, bias):
         """fp32 (fp64) probabilities of a chunk from scaled queries and keys in their dtype."""
         scores = torch.matmul(qs, kc.transpose(-1, -2))
-        # low-precision scores: one pass that adds the bias and promotes them to its dtype
-        scores = scores.add_(bias) if scores.dtype == bias.dtype else torch.add(scores, bias)
-        return torch.softmax(scores, dim=-1)
+        return torch.softmax(scores.to(bias.dtype).add_(bias), dim=-1)
 
     @staticmethod
     def forward(ctx, q, k, v, bias, scale):
