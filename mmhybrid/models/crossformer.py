@@ -192,7 +192,10 @@ class DynamicPosBias(nn.Module):
         # the offsets in the MLP's dtype (fp32, fp64, bf16, ...; autocast casts them as usual)
         offsets, index = relative_position_tables(gh, gw, device, self.pos_proj.weight.dtype)
         table = self.pos3(self.pos2(self.pos1(self.pos_proj(offsets))))  # (T, heads)
-        return table[index].t().reshape(-1, gh, gw, gh, gw)
+        # gathered head-major, so the bias is contiguous: the attention adds it to every group's
+        # scores, and a bias strided by the head count made those adds (and CPU training) slower
+        # (CrossFormer-S bf16 training at 800x1216, two threads: 2.92-4.19 s -> 2.45 s)
+        return table.t().contiguous().index_select(1, index).reshape(-1, gh, gw, gh, gw)
 
 
 # --------------------------------------------------------------------------------------
