@@ -234,6 +234,14 @@ def compare(outs, refs):
     return worst
 
 
+def bf16_behaviour(run, device, ref) -> str:
+    """Whether the op takes bf16 inputs on ``device``, and how far its result is from the fp32 reference."""
+    try:
+        return f'runs; {compare(run(device, torch.bfloat16), ref):.1e} from the fp32 reference'
+    except (RuntimeError, NotImplementedError) as err:
+        return 'refused: ' + error_text(err)[:120]
+
+
 def check_ops(args):
     from mmcv.ops import get_compiling_cuda_version
     rows = []
@@ -260,15 +268,7 @@ def check_ops(args):
                     row['device_vs_cpu'] = compare(dev, cpu)
             row['ok'] = all(row.get(k, 0.0) <= tol for k in ('cpu_vs_reference', 'device_vs_reference',
                                                              'device_vs_cpu'))
-            if dev is None:
-                row['bf16'] = '-'
-                rows.append(row)
-                continue
-            try:
-                low = run(args.device, torch.bfloat16)
-                row['bf16'] = f'runs; {compare(low, ref):.1e} from the fp32 reference'
-            except (RuntimeError, NotImplementedError) as err:
-                row['bf16'] = 'refused: ' + error_text(err)[:120]
+            row['bf16'] = '-' if dev is None else bf16_behaviour(run, args.device, ref)
         except Exception as err:  # noqa: BLE001  (reported, the check goes on)
             row.update(ok=False, error=error_text(err), traceback=traceback.format_exc())
         rows.append(row)
