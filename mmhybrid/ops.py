@@ -27,6 +27,7 @@ from contextlib import contextmanager
 import torch
 
 from .registry import MODELS
+from .utils.config import config_dicts
 
 try:
     from mmdet.models.dense_heads import RPNHead
@@ -125,15 +126,10 @@ def use_fp32_ops(cfg) -> list:
         list: The types that were swapped, in the order met.
     """
     swapped = []
-    if isinstance(cfg, dict):
-        name = cfg.get('type')
+    for node in config_dicts(cfg):
+        name = node.get('type')
         if isinstance(name, str) and name.split('.')[-1] in FP32_VERSIONS and not name.startswith('mmhybrid.'):
             if name.partition('.')[0] in (name, 'mmdet'):   # 'RPNHead' or 'mmdet.RPNHead'
-                cfg['type'] = FP32_VERSIONS[name.split('.')[-1]]
+                node['type'] = FP32_VERSIONS[name.split('.')[-1]]
                 swapped.append(name)
-        for value in cfg.values():
-            swapped += use_fp32_ops(value)
-    elif isinstance(cfg, (list, tuple)):
-        for value in cfg:
-            swapped += use_fp32_ops(value)
     return swapped

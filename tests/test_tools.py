@@ -309,3 +309,12 @@ def test_test_py_show_dir_out_and_tta_follow_the_config_scope(tmp_path):
     flip = det.test_dataloader.dataset.pipeline[-1]
     assert flip.type == 'TestTimeAug'
     assert [t.prob for t in flip.transforms[0]] == [1., 0.]
+
+
+def test_replace_sync_bn_turns_every_nested_syncbn_into_bn_and_counts_them():
+    from mmhybrid.utils.launch import replace_sync_bn
+    cfg = dict(type='SyncBN', backbone=dict(norm_cfg=dict(type='SyncBN', requires_grad=True)),
+               heads=[dict(norm_cfg=dict(type='SyncBN')), (dict(type='GN'), 'SyncBN')])
+    assert replace_sync_bn(cfg) == 3
+    assert cfg == dict(type='BN', backbone=dict(norm_cfg=dict(type='BN', requires_grad=True)),
+                       heads=[dict(norm_cfg=dict(type='BN')), (dict(type='GN'), 'SyncBN')])

@@ -7,6 +7,8 @@ import torch
 from mmengine.config import ConfigDict
 from mmengine.logging import print_log
 
+from .config import config_dicts
+
 
 class LauncherError(RuntimeError):
     """A launcher that cannot work on this machine."""
@@ -19,15 +21,10 @@ def replace_sync_bn(cfg_node) -> int:
     batch statistics instead. Returns how many were replaced.
     """
     count = 0
-    if isinstance(cfg_node, dict):
-        if cfg_node.get('type') == 'SyncBN':
-            cfg_node['type'] = 'BN'
+    for node in config_dicts(cfg_node):
+        if node.get('type') == 'SyncBN':
+            node['type'] = 'BN'
             count += 1
-        for value in cfg_node.values():
-            count += replace_sync_bn(value)
-    elif isinstance(cfg_node, (list, tuple)):
-        for value in cfg_node:
-            count += replace_sync_bn(value)
     return count
 
 
