@@ -5,21 +5,12 @@ import re
 import torch
 import torch.nn as nn
 
-#: registry name -> an ``arch`` small enough for fast CPU tests (every stage and kind of block present)
-SMALL_ARCH = {
-    # a block pair (SDA, then LDA) in the stages whose maps exceed the group size at test sizes
-    'CrossFormer': dict(embed_dims=32, depths=(2, 2, 1, 1), num_heads=(1, 2, 4, 8)),
-    'Conv2Former': dict(embed_dims=(16, 32, 48, 64), depths=(1, 1, 1, 1), kernel_size=5),
-    # xxs's kinds of block (one local branch + global heads; with and without downsampling) at a fifth
-    # of its blocks and widths
-    'CloFormer': dict(embed_dims=(16, 32, 48, 64), depths=(1, 2, 1, 1), num_heads=(2, 2, 3, 4),
-                      group_splits=((1, 1), (1, 1), (2, 1), (1, 3))),
-    'Conformer': dict(patch_size=16, channel_ratio=1, base_channels=16, embed_dims=32, num_heads=2, depth=6),
-    'CvT': dict(embed_dims=(16, 32, 48), depths=(1, 2, 2), num_heads=(1, 2, 3)),
-    # default G (4, 4, 14, 7), I (4, 2, 1, 1): SDA and LDA in stages 0-1, an ACL after block 2 of stage 1, and
-    # the small-map rule (one group of the longer side) in stages 2-3 at 70x90
-    'CrossFormerPP': dict(embed_dims=32, depths=(2, 4, 1, 1), num_heads=(1, 2, 4, 8)),
-}
+from mmhybrid.models.base import registered_families
+
+#: registry name -> an ``arch`` small enough for fast CPU tests (every stage and kind of block present): the
+#: ``test_arch`` each family declares
+SMALL_ARCH = {name: cls.test_arch for name, cls in sorted(
+    (cls.__name__, cls) for cls in registered_families().values())}
 
 
 def randomize(model: nn.Module, seed: int = 0) -> nn.Module:

@@ -317,6 +317,11 @@ class HybridBackbone(BaseModule):
     arch_aliases: Dict[str, str] = {}
     #: keys a custom arch dict must have
     arch_required: Tuple[str, ...] = ()
+    #: a small custom arch with every kind of block of the family, for fast CPU checks (the test suite,
+    #: ``tools/misc/preflight.py --tiny``)
+    test_arch: Optional[dict] = None
+    #: why an exported graph of the family takes one input size only; None: any size (``--dynamic``)
+    export_fixed_size: Optional[str] = None
 
     def __init__(self, arch: Union[str, int, dict, None] = None, in_channels: int = 3,
                  out_indices: Optional[Sequence[int]] = None, frozen_stages: int = -1,

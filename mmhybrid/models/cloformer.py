@@ -313,6 +313,10 @@ class CloFormer(HybridBackbone):
     }
     arch_aliases: Dict[str, str] = {'xx-small': 'xxs', 'x-small': 'xs', 'small': 's'}
     arch_required = ('embed_dims', 'depths', 'num_heads', 'group_splits')
+    #: a small arch for fast CPU checks (tests, ``preflight.py --tiny``): xxs's kinds of block (one local
+    #: branch + global heads; with and without downsampling) at a fifth of its blocks and widths
+    test_arch = dict(embed_dims=(16, 32, 48, 64), depths=(1, 2, 1, 1), num_heads=(2, 2, 3, 4),
+                     group_splits=((1, 1), (1, 1), (2, 1), (1, 3)))
 
     def __init__(self,
                  arch: Union[str, dict] = 's',

@@ -423,6 +423,8 @@ class Conformer(HybridBackbone):
     }
     arch_aliases = {'t': 'tiny', 's': 'small', 's16': 'small', 's32': 'small_p32', 'b': 'base'}
     arch_required = ('patch_size', 'channel_ratio', 'embed_dims', 'num_heads')
+    #: a small arch for fast CPU checks (tests, ``preflight.py --tiny``)
+    test_arch = dict(patch_size=16, channel_ratio=1, base_channels=16, embed_dims=32, num_heads=2, depth=6)
 
     def __init__(self,
                  arch: Union[str, dict] = 'small_p32',

@@ -331,6 +331,8 @@ class Conv2Former(HybridBackbone):
     }
     arch_aliases = {'n': 'nano', 't': 'tiny', 's': 'small', 'b': 'base', 'l': 'large'}
     arch_required = ('embed_dims', 'depths')
+    #: a small arch for fast CPU checks (tests, ``preflight.py --tiny``)
+    test_arch = dict(embed_dims=(16, 32, 48, 64), depths=(1, 1, 1, 1), kernel_size=5)
 
     def __init__(self,
                  arch: Union[str, dict] = 'tiny',

@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from ..converters.crossformer import convert_crossformer
 from ..registry import MODELS
 from .base import HybridBackbone, per_stage
-from .layers import (DropPath, Mlp, biased_attention, drop_path_rates, has_hooks, pad_bottom_right,
-                     trunc_normal_init)
+from .layers import (DropPath, Mlp, _being_traced, biased_attention, drop_path_rates, has_hooks,
+                     pad_bottom_right, trunc_normal_init)
 
 # Shape-dependent Python runs as leaves of FX graphs (torch.fx / torchvision feature
 # extraction record a call, executed when the graph runs), so a traced model works at
@@ -281,8 +281,10 @@ def grouped_attention(qkv: torch.Tensor, bias: torch.Tensor, grouping: Grouping,
         rows.append(cols[0] if len(cols) == 1 else torch.cat(cols, dim=2))
     out = rows[0] if len(rows) == 1 else torch.cat(rows, dim=1)
     out = out.reshape(b, rh, ih, rw, iw, heads, gh, gw, hd)
-    out = out.permute(0, 1, 6, 2, 3, 7, 4, 5, 8).reshape(b, hp, wp, c)
-    return out[:, :h, :w]
+    out = out.permute(0, 1, 6, 2, 3, 7, 4, 5, 8)
+    if _being_traced(out):   # torch.export's reshape decomposition takes this permutation for a view
+        out = out.clone(memory_format=torch.contiguous_format)
+    return out.reshape(b, hp, wp, c)[:, :h, :w]
 
 
 torch.fx.wrap('grouped_attention')
@@ -462,6 +464,12 @@ class CrossFormer(HybridBackbone):
     }
     arch_aliases = {'t': 'tiny', 's': 'small', 'b': 'base', 'l': 'large'}
     arch_required = ('embed_dims', 'depths', 'num_heads')
+    #: why an exported graph takes one input size only (tools/deployment/export_onnx.py --dynamic)
+    export_fixed_size = ('its attention groups, their padding and the position-bias tables are laid out for '
+                         'the map size')
+    #: a small arch with every kind of block, for fast CPU checks (tests, ``preflight.py --tiny``): a block
+    #: pair (SDA, then LDA) in the stages whose maps exceed the group size at test sizes
+    test_arch = dict(embed_dims=32, depths=(2, 2, 1, 1), num_heads=(1, 2, 4, 8))
     lda_modes = ('interval', 'dilated')
     #: the small-map rule (:func:`block_groupings`): the v1 dense backbone's windows of the shorter side
     small_maps = 'shorter'

@@ -100,6 +100,13 @@ class CrossFormerPP(HybridBackbone):
     arch_aliases = {alias: f'pp_{size}' for size in ('small', 'base', 'large', 'huge')
                     for alias in (size, size[0], f'pp_{size[0]}')}
     arch_required = ('embed_dims', 'depths', 'num_heads')
+    #: why an exported graph takes one input size only (tools/deployment/export_onnx.py --dynamic)
+    export_fixed_size = ('its attention groups, their padding and the position-bias tables are laid out for '
+                         'the map size')
+    #: a small arch for fast CPU checks (tests, ``preflight.py --tiny``): with the default G (4, 4, 14, 7),
+    #: I (4, 2, 1, 1), SDA and LDA in stages 0-1, an ACL after block 2 of stage 1, and the small-map rule
+    #: (one group of the longer side) in stages 2-3 at 70x90
+    test_arch = dict(embed_dims=32, depths=(2, 4, 1, 1), num_heads=(1, 2, 4, 8))
     # CrossFormer's network walk (forward) with the main-branch LDA and small-map rule
     lda = 'dilated'
     small_maps = 'longer'

@@ -317,6 +317,8 @@ class CvT(HybridBackbone):
     }
     arch_aliases = {'cvt-13': '13', 'cvt-21': '21', 'cvt-w24': 'w24'}
     arch_required = ('embed_dims', 'depths', 'num_heads')
+    #: a small arch for fast CPU checks (tests, ``preflight.py --tiny``)
+    test_arch = dict(embed_dims=(16, 32, 48), depths=(1, 2, 2), num_heads=(1, 2, 3))
     #: token embedding (kernel, stride, padding) of the first stage and of the later ones
     first_patch, later_patch = (7, 4, 2), (3, 2, 1)
 
