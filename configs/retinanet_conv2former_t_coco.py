@@ -2,12 +2,17 @@
 # (nor for ConvNeXt): ConvNeXt-T's dense recipe (drop path 0.4, AdamW lr 1e-4,
 # wd 0.05, layer-wise lr decay 0.95, no decay on 1-D parameters) on mmdet's
 # RetinaNet 1x. Backbone settings and weights: docs/models.md#conv2former.
+# RetinaNet's FPN reads strides 8-32 only: the backbone returns stages 1-3
+# (out_indices=(1, 2, 3)) and the FPN starts at its first input (start_level=0), as
+# mmdet's Swin RetinaNet does. With the stride-4 map returned, its output norm would get
+# no gradient and DDP (find_unused_parameters=False) would stop at iteration 2.
 _base_ = './_base_/retinanet_coco.py'
 
 model = dict(
     backbone=dict(type='mmhybrid.Conv2Former', arch='tiny', drop_path_rate=0.4, out_norms=True,
+                  out_indices=(1, 2, 3),
                   init_cfg=dict(type='Pretrained', checkpoint='checkpoints/conv2former-t.pth')),
-    neck=dict(in_channels=[72, 144, 288, 576]))
+    neck=dict(in_channels=[144, 288, 576], start_level=0))
 
 # AdamW wd 0.05 (lr 1e-4 and the 1x schedule from the base) with ConvNeXt-T's
 # detection lr decay (layer-wise 0.95 over 6 layer ids) and no weight decay on

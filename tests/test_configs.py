@@ -390,7 +390,7 @@ def test_train_step_and_predict(name):
 @pytest.mark.parametrize('name', CONFIGS)
 def test_wiring_matches_backbone(name):
     """Neck/head in_channels equal what the built backbone really returns;
-    outputs come at strides 4, 8, 16, 32 for an odd-sized input; the built
+    outputs come at the strides of their stages (4, 8, 16, 32) for an odd-sized input; the built
     backbone's stochastic depth ends at the config's rate."""
     cfg = load_cfg(name)
     backbone = build_backbone(cfg).eval()
@@ -403,13 +403,15 @@ def test_wiring_matches_backbone(name):
     with torch.no_grad():
         outs = backbone(torch.randn(1, 3, h, w))
     channels = [o.shape[1] for o in outs]
+    # the stages the config returns (all four, or the ones its neck reads)
     assert [tuple(o.shape[2:]) for o in outs] == [
-        (math.ceil(h / s), math.ceil(w / s)) for s in (4, 8, 16, 32)]
+        (math.ceil(h / s), math.ceil(w / s)) for s in backbone.out_strides]
+    assert set(backbone.out_strides) <= {4, 8, 16, 32} and backbone.stage_strides == (4, 8, 16, 32)
     # the widths the family declares for this arch (default D, 2D, 4D, 8D),
     # and what the backbone itself reports
     widths = FAMILIES[family_of(cfg)].get('widths', lambda c: [c[0] * 2**i for i in range(4)])
-    assert channels == widths(channels)
-    assert channels == backbone.out_channels
+    assert list(backbone.stage_channels) == widths(list(backbone.stage_channels))
+    assert channels == backbone.out_channels == [backbone.stage_channels[i] for i in backbone.out_indices]
     if task_of(cfg) == 'mmdet' or seg_neck(cfg):
         assert list(cfg.model.neck.in_channels) == channels
     else:
@@ -475,3 +477,60 @@ def test_quickstart_backbone_is_one_option_away(backbone):
     assert f'mmhybrid.{type(model.backbone).__name__}' == backbone
     log_vars = model.train_step(det_batch((3, 160, 160), False), build_optim_wrapper(model, cfg.optim_wrapper))
     assert math.isfinite(float(log_vars['loss'])), log_vars
+
+
+#: every config a user can train: configs/ and its subfolders (quick starts), bases left out
+TRAINABLE_CONFIGS = sorted(p.relative_to(CONFIG_DIR).as_posix() for p in CONFIG_DIR.rglob('*.py')
+                           if '_base_' not in p.relative_to(CONFIG_DIR).parts)
+UNUSED_OUTPUT_FIXTURE = Path(__file__).resolve().parent / 'data' / 'configs' / \
+    'retinanet_conv2former_t_coco_unused_out_norm.py'
+
+
+def gradient_contract(path):
+    """The preflight's findings for one training step of the config with its family's test arch."""
+    from mmhybrid.analysis.build import load_config
+    from mmhybrid.analysis.preflight import run_preflight
+    return run_preflight(load_config(str(path)), tiny=True, steps=1)
+
+
+@pytest.mark.parametrize('name', TRAINABLE_CONFIGS)
+def test_every_trainable_parameter_gets_a_gradient(name):
+    """The DDP contract (mmengine wraps the model with find_unused_parameters=False): in one training step
+    of the whole model (backbone, neck, heads) every trainable parameter gets a gradient. The family's
+    small arch stands in for the config's; every other backbone option is as the config says."""
+    checks = gradient_contract(CONFIG_DIR / name)
+    assert not [c.line() for c in checks if c.status == 'FAIL']
+    assert [c.status for c in checks if c.topic == 'gradients'] == ['ok']
+
+
+def test_gradient_contract_flags_an_output_norm_the_neck_never_reads():
+    """The Conv2Former RetinaNet as shipped before its fix: the FPN skips the stride-4 map, whose output
+    norm then gets no gradient (under DDP: a stop at iteration 2)."""
+    failed = [c for c in gradient_contract(UNUSED_OUTPUT_FIXTURE) if c.status == 'FAIL']
+    assert [c.topic for c in failed] == ['gradients']
+    assert '2 trainable parameters got no gradient' in failed[0].text
+    assert 'backbone.out_norms.0.{weight,bias}' in failed[0].text
+
+
+#: root configs with BatchNorm: the BN families' backbones, and the heads of Cascade Mask R-CNN (4conv1fc),
+#: UperNet and Semantic FPN
+SYNC_BN_CONFIGS = [n for n in ROOT_CONFIGS
+                   if task_and_family(n)[0] in ('cascade_mask_rcnn', 'upernet', 'fpn')
+                   or task_and_family(n)[1] in ('conformer', 'cvt', 'cloformer', 'conv2former')]
+
+
+@pytest.mark.parametrize('name', SYNC_BN_CONFIGS)
+def test_sync_bn_option_trains_every_config_with_batchnorm(name):
+    """``--cfg-options sync_bn=torch`` (mmengine's switch): the model's BatchNorms become SyncBatchNorm
+    and the training step still reaches every trainable parameter (in one process SyncBatchNorm
+    computes as BatchNorm; across GPUs it synchronises the statistics)."""
+    from mmhybrid.analysis.build import load_config
+    from mmhybrid.analysis.preflight import run_preflight
+    checks = run_preflight(load_config(str(CONFIG_DIR / name), {'sync_bn': 'torch'}), tiny=True, steps=1)
+    assert not [c.line() for c in checks if c.status == 'FAIL']
+    batchnorm = [c.text for c in checks if c.topic == 'batchnorm']
+    assert len(batchnorm) == 1, batchnorm
+    count = re.match(r'(\d+) BatchNorm layers \((\d+) SyncBatchNorm\); ', batchnorm[0])
+    assert count and count.group(1) == count.group(2) != '0', batchnorm
+    # trained statistics are synchronised; frozen ones (norm_eval in the detection recipes) need nothing
+    assert "synchronised across GPUs (sync_bn='torch'" in batchnorm[0] or 'nothing to synchronise' in batchnorm[0]

@@ -318,3 +318,61 @@ def test_replace_sync_bn_turns_every_nested_syncbn_into_bn_and_counts_them():
     assert replace_sync_bn(cfg) == 3
     assert cfg == dict(type='BN', backbone=dict(norm_cfg=dict(type='BN', requires_grad=True)),
                        heads=[dict(norm_cfg=dict(type='BN')), (dict(type='GN'), 'SyncBN')])
+
+
+@pytest.fixture
+def no_process_group(monkeypatch):
+    """setup_distributed_without_cuda with the process group start recorded instead of made."""
+    started = []
+    monkeypatch.setattr(torch.distributed, 'init_process_group', lambda **kw: started.append(kw))
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    return started
+
+
+def test_sync_bn_without_cuda_is_dropped_with_one_line(no_process_group, capsys):
+    """mmengine's sync_bn=torch makes every BatchNorm a SyncBatchNorm, whose training forward raises
+    on CPU tensors in a process group: on CPU (gloo) it is switched off, in one line."""
+    from mmengine.logging import MMLogger
+
+    from mmhybrid.utils.launch import setup_distributed_without_cuda
+    MMLogger.get_instance('sync_bn_test')
+    cfg = Config(dict(model=dict(type='X'), sync_bn='torch'))
+    setup_distributed_without_cuda(cfg, 'pytorch')
+    assert cfg.sync_bn is None and no_process_group == [dict(backend='gloo', timeout=None)]
+    said = [line for line in capsys.readouterr().out.splitlines() if 'sync_bn' in line]
+    assert len(said) == 1 and said[0].endswith(
+        "sync_bn='torch' ignored: SyncBatchNorm needs CUDA GPUs (NCCL), so on CPU (gloo) every BatchNorm keeps "
+        'per-process statistics')
+    assert cfg.model_wrapper_cfg == dict(type='MMDistributedDataParallel', device_ids=None,
+                                         broadcast_buffers=False, find_unused_parameters=False)
+
+
+def test_slurm_launch_without_cuda_takes_mmengines_slurm_variables(no_process_group, monkeypatch, tmp_path):
+    """RANK, WORLD_SIZE, LOCAL_RANK from SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID; MASTER_ADDR from
+    `scontrol show hostname` of SLURM_NODELIST (unless set); MASTER_PORT 29500 (unless set)."""
+    from mmhybrid.utils.launch import setup_distributed_without_cuda
+    scontrol = tmp_path / 'scontrol'
+    scontrol.write_text('#!/bin/sh\n[ "$1 $2 $3" = "show hostname node[3-4]" ] && printf "node3\\nnode4\\n"\n')
+    scontrol.chmod(0o755)
+    monkeypatch.setenv('PATH', f'{tmp_path}{os.pathsep}{os.environ["PATH"]}')
+    for name in ('MASTER_ADDR', 'MASTER_PORT', 'RANK', 'WORLD_SIZE', 'LOCAL_RANK'):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv('SLURM_PROCID', '3')
+    monkeypatch.setenv('SLURM_NTASKS', '4')
+    monkeypatch.setenv('SLURM_LOCALID', '1')
+    monkeypatch.setenv('SLURM_NODELIST', 'node[3-4]')
+    setup_distributed_without_cuda(Config(dict(model=dict(type='X'))), 'slurm')
+    assert [os.environ[k] for k in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT')] == \
+        ['3', '4', '1', 'node3', '29500']
+    assert len(no_process_group) == 1
+
+
+def test_slurm_launch_outside_srun_says_what_is_missing(no_process_group, monkeypatch):
+    from mmhybrid.utils import LauncherError
+    from mmhybrid.utils.launch import setup_distributed_without_cuda
+    for name in ('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST'):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(LauncherError, match=r'--launcher slurm needs the variables srun sets \(SLURM_PROCID, '
+                       r'SLURM_NTASKS, SLURM_NODELIST missing\)'):
+        setup_distributed_without_cuda(Config(dict(model=dict(type='X'))), 'slurm')
+    assert no_process_group == []

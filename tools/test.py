@@ -31,9 +31,9 @@ from mmengine.runner import Runner  # noqa: E402
 
 import mmhybrid  # noqa: E402,F401  (registers the project's models)
 from mmhybrid.converters import CheckpointMismatchError  # noqa: E402
-from mmhybrid.utils import (CheckpointLoadError, DatasetNotFoundError,  # noqa: E402
-                            LauncherError, check_dataset_paths, finish_distributed,
-                            setup_distributed_without_cuda)
+from mmhybrid.utils import (CheckpointLoadError, DatasetClassesError, DatasetNotFoundError,  # noqa: E402
+                            LauncherError, check_dataset_classes, check_dataset_paths,
+                            finish_distributed, setup_distributed_without_cuda)
 
 
 def parse_args():
@@ -227,6 +227,11 @@ def main():
     except DatasetNotFoundError as err:
         print(err, file=sys.stderr)
         sys.exit(2)
+    try:   # the annotation file is read once per machine (COCO's train set: about 3 GiB for a moment)
+        if os.environ.get('LOCAL_RANK', '0') == '0':
+            check_dataset_classes(cfg, ['test_dataloader'], log=True)
+    except DatasetClassesError as err:
+        fail(str(err))
     try:
         setup_distributed_without_cuda(cfg, args.launcher)
     except LauncherError as err:

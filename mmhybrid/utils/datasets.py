@@ -1,10 +1,19 @@
-"""Check, before a Runner is built, that the files a config's datasets read exist.
+"""Check, before a Runner is built, that a config's datasets can be read and trained on.
 
 Without the data, mmdet and mmseg fail deep inside dataset or metric construction
 with a bare ``FileNotFoundError`` traceback. :func:`check_dataset_paths` instead
 names every missing path, the config key that sets it, and how to get the data.
+:func:`check_dataset_classes` stops a COCO-format dataset whose categories are not the
+config's classes (mmdet would drop every image) in one line, and warns when training keeps
+fewer than half of the images.
 """
+import importlib
+import json
+import logging
 import os.path as osp
+from typing import List, Optional, Sequence, Tuple
+
+from mmengine.logging import print_log
 
 DATALOADER_EVALUATORS = {
     'train_dataloader': None,
@@ -138,25 +147,9 @@ def _evaluator_paths(evaluator, key):
                    f'{metric_key}.ann_file=/path/to/your/annotations.json')
 
 
-def check_dataset_paths(cfg, dataloaders=None):
-    """Raise :class:`DatasetNotFoundError` if files the datasets read are missing.
-
-    Checks each dataloader's dataset (``data_root`` + ``ann_file``, ``data_root``
-    + each ``data_prefix`` value) and the evaluator that goes with it (its
-    ``ann_file``). Paths on non-local backends and URLs are not checked.
-
-    Args:
-        cfg (mmengine.Config | dict): The full config.
-        dataloaders (Sequence[str], optional): The dataloader keys the command
-            uses, e.g. ``['train_dataloader', 'val_dataloader']``. Defaults to
-            every one of ``train_dataloader``, ``val_dataloader`` and
-            ``test_dataloader`` that the config sets.
-
-    Raises:
-        DatasetNotFoundError: Lists every missing path (each once) with the key
-            that sets it, how to download COCO / ADE20K, and which
-            ``--cfg-options`` point elsewhere.
-    """
+def _missing_paths(cfg, dataloaders=None):
+    """The missing dataset paths ``(config key, path)`` (each once), the type names of their datasets,
+    and the ``--cfg-options`` items that move them (see :func:`check_dataset_paths`)."""
     if dataloaders is None:
         dataloaders = [k for k in DATALOADER_EVALUATORS if cfg.get(k) is not None]
     found = []
@@ -176,5 +169,167 @@ def check_dataset_paths(cfg, dataloaders=None):
         types.add(type_name)
         if override not in overrides:
             overrides.append(override)
+    return missing, types, overrides
+
+
+def missing_dataset_paths(cfg, dataloaders=None) -> List[Tuple[str, str]]:
+    """``(config key, path)`` of every file or folder the datasets (and evaluators) of
+    ``dataloaders`` read that does not exist (see :func:`check_dataset_paths`).
+
+    Args:
+        cfg (mmengine.Config | dict): The full config.
+        dataloaders (Sequence[str], optional): Dataloader keys; by default every one the config sets.
+    """
+    return _missing_paths(cfg, dataloaders)[0]
+
+
+def check_dataset_paths(cfg, dataloaders=None):
+    """Raise :class:`DatasetNotFoundError` if files the datasets read are missing.
+
+    Checks each dataloader's dataset (``data_root`` + ``ann_file``, ``data_root``
+    + each ``data_prefix`` value) and the evaluator that goes with it (its
+    ``ann_file``). Paths on non-local backends and URLs are not checked.
+
+    Args:
+        cfg (mmengine.Config | dict): The full config.
+        dataloaders (Sequence[str], optional): The dataloader keys the command
+            uses, e.g. ``['train_dataloader', 'val_dataloader']``. Defaults to
+            every one of ``train_dataloader``, ``val_dataloader`` and
+            ``test_dataloader`` that the config sets.
+
+    Raises:
+        DatasetNotFoundError: Lists every missing path (each once) with the key
+            that sets it, how to download COCO / ADE20K, and which
+            ``--cfg-options`` point elsewhere.
+    """
+    missing, types, overrides = _missing_paths(cfg, dataloaders)
     if missing:
         raise DatasetNotFoundError(missing, types, overrides)
+
+
+# ---------------------------------------------------------------------------------------
+# the config's classes against a COCO-format dataset's categories
+# ---------------------------------------------------------------------------------------
+
+class DatasetClassesError(ValueError):
+    """A COCO-format dataset none of whose categories is among the config's classes (every
+    annotation, then every training image, would be dropped)."""
+
+
+def _dataset_nodes(dataset: dict, key: str):
+    """``(config key, dataset config)`` for a dataset config and the datasets it wraps."""
+    if isinstance(dataset.get('dataset'), dict):
+        yield from _dataset_nodes(dataset['dataset'], f'{key}.dataset')
+    for i, child in enumerate(dataset.get('datasets') or []):
+        if isinstance(child, dict):
+            yield from _dataset_nodes(child, f'{key}.datasets.{i}')
+    if dataset.get('ann_file'):
+        yield key, dataset
+
+
+def _config_classes(dataset: dict, scope: Optional[str]) -> Optional[Tuple[str, ...]]:
+    """The classes a dataset config keeps: its ``metainfo.classes``, else its class's ``METAINFO``."""
+    metainfo = dataset.get('metainfo') or {}
+    if metainfo.get('classes'):
+        return tuple(metainfo['classes'])
+    dataset_type = dataset.get('type')
+    if isinstance(dataset_type, str):
+        try:   # the registry of the config's scope (mmdet's), which imports its datasets on demand
+            dataset_type = importlib.import_module(f'{scope or "mmengine"}.registry').DATASETS.get(dataset_type)
+        except (ImportError, KeyError):
+            return None
+    classes = (getattr(dataset_type, 'METAINFO', None) or {}).get('classes')
+    return tuple(classes) if classes else None
+
+
+def _read_coco(path: str) -> Optional[dict]:
+    """A COCO-format annotation file (a JSON object with ``categories`` and ``images``), else None."""
+    if not path.endswith('.json') or not osp.isfile(path):
+        return None
+    with open(path) as f:
+        try:
+            data = json.load(f)
+        except ValueError:
+            return None
+    if not isinstance(data, dict) or 'categories' not in data or 'images' not in data:
+        return None
+    return data
+
+
+def _short(names: Sequence[str], limit: int = 8) -> str:
+    shown = ', '.join(repr(n) for n in names[:limit])
+    return shown + (f', ... ({len(names)} in all)' if len(names) > limit else '')
+
+
+def _kept_images(coco: dict, cat_ids: set, min_size: int) -> int:
+    """How many images mmdet's CocoDataset keeps for training (``filter_empty_gt``): those with an
+    annotation of a kept category and a shorter side of at least ``min_size``."""
+    with_ann = {a['image_id'] for a in coco.get('annotations', []) if a.get('category_id') in cat_ids}
+    return sum(1 for im in coco['images']
+               if im['id'] in with_ann and min(im.get('width', min_size), im.get('height', min_size)) >= min_size)
+
+
+def check_dataset_classes(cfg, dataloaders: Sequence[str], log: bool = False) -> List[str]:
+    """Compare the classes of a config's COCO-format datasets with the categories of their files.
+
+    mmdet keeps only the annotations whose category name is among the config's classes
+    (``metainfo.classes``, by default COCO's 80), then drops training images left without one;
+    a dataset with other categories then ends in a deep error inside mmengine.
+
+    Args:
+        cfg (mmengine.Config | dict): The full config.
+        dataloaders (Sequence[str]): The dataloader keys the command uses.
+        log (bool): Also log the warnings (mmengine's current logger). A distributed tool logs them
+            once per machine (local rank 0).
+
+    Returns:
+        list[str]: Warnings: a training set that keeps fewer than half of its images.
+
+    Raises:
+        DatasetClassesError: a dataset none of whose categories is a config class (or that keeps no
+            training image), in one line that names both sets and the settings to change.
+    """
+    warnings_, scope = [], cfg.get('default_scope')
+    for loader_key in dataloaders:
+        loader = cfg.get(loader_key)
+        if not isinstance(loader, dict) or not isinstance(loader.get('dataset'), dict):
+            continue
+        for key, dataset in _dataset_nodes(loader['dataset'], f'{loader_key}.dataset'):
+            if not _is_local(dataset) or not isinstance(dataset.get('ann_file'), str):
+                continue
+            path = dataset['ann_file']
+            path = path if osp.isabs(path) else osp.join(dataset.get('data_root') or '', path)
+            classes, coco = _config_classes(dataset, scope), _read_coco(path)
+            if classes is None or coco is None:
+                continue
+            categories = {c['name']: c['id'] for c in coco['categories']}
+            cat_ids = {categories[c] for c in classes if c in categories}
+            if not cat_ids:
+                raise DatasetClassesError(_no_class_message(path, list(categories), classes))
+            filter_cfg = dataset.get('filter_cfg') or {}
+            if loader_key == 'train_dataloader' and filter_cfg.get('filter_empty_gt'):
+                kept, total = _kept_images(coco, cat_ids, filter_cfg.get('min_size', 0)), len(coco['images'])
+                if kept == 0:
+                    raise DatasetClassesError(
+                        f'{path}: no training image has an annotation of the config\'s classes '
+                        f'({_short(classes)}) at least {filter_cfg.get("min_size", 0)} px on its shorter side: '
+                        f'check the annotations, or {key}.filter_cfg.')
+                if kept < total / 2:
+                    warnings_.append(
+                        f'{key}: {kept} of {total} images ({100 * kept / total:.0f}%) have an annotation of the '
+                        f'config\'s classes and are trained on; the other {total - kept} are dropped '
+                        f'(filter_cfg.filter_empty_gt). {len(cat_ids)} of the {len(categories)} categories in '
+                        f'{path} are among the config\'s {len(classes)} classes.')
+    if log:
+        for warning in warnings_:
+            print_log(warning, logger='current', level=logging.WARNING)
+    return warnings_
+
+
+def _no_class_message(path: str, categories: List[str], classes: Sequence[str]) -> str:
+    return (f'{path}: none of its {len(categories)} categories ({_short(categories)}) is among the config\'s '
+            f'{len(classes)} classes ({_short(classes)}), so every annotation and every training image would '
+            f'be dropped. Set metainfo=dict(classes=(...)) to your categories on every split '
+            f'(train_dataloader.dataset, val_dataloader.dataset, test_dataloader.dataset), and the head\'s '
+            f'num_classes to their number ({len(categories)}): model.bbox_head.num_classes (RetinaNet), '
+            f'model.roi_head.bbox_head.num_classes and mask_head.num_classes (Mask R-CNN).')
