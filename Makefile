@@ -53,8 +53,8 @@ $(VENV)/.stamp-mmcv: $(VENV)/.stamp-torch requirements/build.txt
 	$(PY) tools/misc/check_env.py mmcv
 	@touch $@
 
-$(VENV)/.stamp-mmhybrid: $(VENV)/.stamp-mmcv requirements/runtime.txt requirements/tests.txt setup.py
-	PIP_FIND_LINKS="$(WHEELHOUSE)" $(PIP) -r requirements/runtime.txt -r requirements/tests.txt
+$(VENV)/.stamp-mmhybrid: $(VENV)/.stamp-mmcv requirements/runtime.txt requirements/tests.txt requirements/deploy.txt setup.py
+	PIP_FIND_LINKS="$(WHEELHOUSE)" $(PIP) -r requirements/runtime.txt -r requirements/tests.txt -r requirements/deploy.txt
 	PIP_FIND_LINKS="$(WHEELHOUSE)" $(PIP) --no-build-isolation --no-deps -e .
 	$(PY) tools/misc/check_env.py all
 	@touch $@

@@ -33,6 +33,7 @@ setup(
         'det': ['mmdet>=3.1,<3.4'],
         'seg': ['mmsegmentation>=1.1,<1.3', 'ftfy', 'regex'],
         'timm': ['timm>=1.0'],  # mmhybrid.timm_models (also needs a torchvision matching torch)
+        'deploy': read_requirements('deploy.txt'),  # tools/deployment/export_onnx.py, tools/test.py FILE.onnx
         'tests': read_requirements('tests.txt'),
     },
     license='Apache License 2.0',

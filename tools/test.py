@@ -1,5 +1,8 @@
 """Test (and evaluate) a detector (mmdet config) or a segmentor (mmseg config).
 
+CHECKPOINT is a checkpoint of the config's model, or a file of
+tools/deployment/export_onnx.py run by ONNX Runtime (same metric, comparable numbers).
+
 Usage:
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out OUT] [--show]
         [--show-dir DIR] [--wait-time SECONDS] [--cfg-options KEY=VALUE ...]
@@ -187,6 +190,34 @@ def dump_predictions(cfg, out):
                           else [metrics]) + [dump]
 
 
+def use_onnx_file(cfg, path):
+    """Test an exported file (tools/deployment/export_onnx.py) in place of the config's model: ONNX
+    Runtime runs it (on the GPU where its CUDA provider is installed and CUDA is there), fed by the
+    config's data preprocessor, and mmdet's / mmseg's metric evaluates its predictions.
+
+    Args:
+        cfg (mmengine.Config): The config; changed in place.
+        path (str): The .onnx file.
+    """
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        fail('testing an .onnx file needs onnxruntime: pip install -e .[deploy]')
+    import torch
+    model = cfg.model
+    common = dict(onnx_file=path, data_preprocessor=model.get('data_preprocessor'),
+                  device='cuda' if torch.cuda.is_available() else 'cpu')
+    if cfg.get('default_scope') == 'mmseg':
+        head = model.decode_head
+        cfg.model = dict(type='mmhybrid.ONNXRuntimeSegmentor', align_corners=head.get('align_corners', False),
+                         threshold=head.get('threshold') or 0.3, **common)
+    else:
+        rcnn = (model.get('test_cfg') or {}).get('rcnn') or {}
+        cfg.model = dict(type='mmhybrid.ONNXRuntimeDetector', mask_thr_binary=rcnn.get('mask_thr_binary', 0.5),
+                         **common)
+    cfg.load_from = None
+
+
 def build_config(args):
     """Load the config and apply the command-line options to it.
 
@@ -208,10 +239,15 @@ def build_config(args):
                                 osp.splitext(osp.basename(args.config))[0])
     if '://' not in args.checkpoint and not osp.isfile(args.checkpoint):
         fail(f'checkpoint not found: {args.checkpoint}')
-    cfg.load_from = args.checkpoint
+    if args.checkpoint.endswith('.onnx'):
+        use_onnx_file(cfg, args.checkpoint)
+    else:
+        cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
         enable_visualization(cfg, args)
     if args.tta:
+        if cfg.model.type.startswith('mmhybrid.ONNXRuntime'):
+            fail('--tta runs the model several times per image with its own merging: test the .pth')
         enable_tta(cfg)
     if args.out is not None:
         dump_predictions(cfg, args.out)
@@ -219,7 +255,8 @@ def build_config(args):
 
 
 def main():
-    """Test with the Runner the config asks for (``runner_type``, or mmengine's)."""
+    """Test with the Runner the config asks for (``runner_type``, or mmengine's); an ``.onnx`` file runs in
+    ONNX Runtime (:func:`use_onnx_file`)."""
     args = parse_args()
     cfg = build_config(args)
     try:

@@ -227,7 +227,7 @@ def _dataset_nodes(dataset: dict, key: str):
         yield key, dataset
 
 
-def _config_classes(dataset: dict, scope: Optional[str]) -> Optional[Tuple[str, ...]]:
+def config_classes(dataset: dict, scope: Optional[str]) -> Optional[Tuple[str, ...]]:
     """The classes a dataset config keeps: its ``metainfo.classes``, else its class's ``METAINFO``."""
     metainfo = dataset.get('metainfo') or {}
     if metainfo.get('classes'):
@@ -299,7 +299,7 @@ def check_dataset_classes(cfg, dataloaders: Sequence[str], log: bool = False) ->
                 continue
             path = dataset['ann_file']
             path = path if osp.isabs(path) else osp.join(dataset.get('data_root') or '', path)
-            classes, coco = _config_classes(dataset, scope), _read_coco(path)
+            classes, coco = config_classes(dataset, scope), _read_coco(path)
             if classes is None or coco is None:
                 continue
             categories = {c['name']: c['id'] for c in coco['categories']}

@@ -205,7 +205,7 @@ def check_mmcv() -> None:
 def check_all() -> None:
     check_torch()
     check_mmcv()
-    for name in ('mmengine', 'mmdet', 'mmseg', 'timm', 'mmhybrid'):
+    for name in ('mmengine', 'mmdet', 'mmseg', 'timm', 'onnx', 'onnxscript', 'onnxruntime', 'mmhybrid'):
         mod = importlib.import_module(name)
         print(f'{name} {getattr(mod, "__version__", "?")}: ok')
 
