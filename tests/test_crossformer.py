@@ -122,3 +122,37 @@ def test_stem_convolution_fast_form_gives_the_direct_outputs_and_gradients(kerne
     torch.testing.assert_close(fast, direct, rtol=1e-5, atol=1e-5)
     for g_fast, g_direct in zip(grads_fast, grads_direct):
         torch.testing.assert_close(g_fast, g_direct, rtol=1e-4, atol=1e-4)
+
+
+def test_inference_reuses_the_position_bias_until_the_weights_change(monkeypatch):
+    """Without autograd each block's position bias of a group shape is computed once; an in-place weight
+    change (an optimizer step, load_state_dict) makes it anew, and the maps always equal those computed
+    without the cache."""
+    from mmhybrid.models import crossformer
+    calls = []
+    compute, cache_key = crossformer.DynamicPosBias._compute, crossformer._bias_cache_key
+    monkeypatch.setattr(crossformer.DynamicPosBias, '_compute', lambda self, *a: calls.append(1) or compute(self, *a))
+    model = CrossFormer(arch=dict(embed_dims=32, depths=(2, 2, 1, 1), num_heads=(1, 2, 4, 8))).eval()
+    x = torch.randn(1, 3, 96, 128)
+
+    def uncached():
+        monkeypatch.setattr(crossformer, '_bias_cache_key', lambda *a: None)
+        with torch.no_grad():
+            maps = model(x)
+        monkeypatch.setattr(crossformer, '_bias_cache_key', cache_key)
+        return maps
+
+    with torch.no_grad():
+        first = model(x)
+        made = len(calls)
+        again = model(x)
+    assert made > 0 and len(calls) == made   # the second forward made no bias
+    assert all(torch.equal(a, b) and torch.equal(a, c) for a, b, c in zip(first, again, uncached()))
+    with torch.no_grad():
+        model.layers[0].blocks[0].attn.pos.pos3[2].bias.add_(1.0)   # as an optimizer step does
+        changed = model(x)
+    assert not torch.equal(changed[0], first[0]) and torch.equal(changed[0], uncached()[0])
+    model.load_state_dict(CrossFormer(arch=dict(embed_dims=32, depths=(2, 2, 1, 1), num_heads=(1, 2, 4, 8))).state_dict())
+    with torch.no_grad():
+        loaded = model(x)
+    assert torch.equal(loaded[0], uncached()[0]) and not torch.equal(loaded[0], changed[0])

@@ -14,6 +14,7 @@ Differences from the official dense code that do not change its results:
 * the small-map rule (group = the map when ``min(H, W) <= group_size``) is
   decided per call and never written into the module.
 """
+import weakref
 from functools import lru_cache
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
@@ -171,6 +172,26 @@ def _relative_position_tables(gh: int, gw: int, device: torch.device,
         return offsets, index.reshape(-1)
 
 
+#: module -> {key: bias}: inference biases of each position-bias MLP (see DynamicPosBias.forward)
+_BIAS_CACHE: 'weakref.WeakKeyDictionary[nn.Module, dict]' = weakref.WeakKeyDictionary()
+
+
+def _bias_cache_key(module: nn.Module, group_shape: Tuple[int, int], device: torch.device) -> Optional[tuple]:
+    """What an inference bias depends on, or None where it must be computed afresh: with autograd on,
+    while traced or compiled (placeholders), or when a submodule has hooks (they must run).
+
+    The weights count by storage and version counter, which every in-place change (an optimizer step,
+    ``load_state_dict``) bumps; the autocast dtype by the current autocast state.
+    """
+    if torch.is_grad_enabled() or torch.compiler.is_compiling() or torch._guards.detect_fake_mode() is not None:
+        return None
+    params = list(module.parameters())
+    if _being_traced(params[0]) or has_hooks(*module.modules()):
+        return None
+    amp = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
+    return (tuple(group_shape), device, amp, tuple((p.data_ptr(), p._version, p.dtype) for p in params))
+
+
 class DynamicPosBias(nn.Module):
     """An MLP from relative offsets ``(dh, dw)`` to one bias per head.
 
@@ -187,7 +208,22 @@ class DynamicPosBias(nn.Module):
         self.pos3 = nn.Sequential(nn.LayerNorm(pos_dims), nn.ReLU(inplace=True), nn.Linear(pos_dims, num_heads))
 
     def forward(self, group_shape: Tuple[int, int], device: torch.device) -> torch.Tensor:
-        """Bias ``(heads, gh, gw, gh, gw)`` for queries and keys of one group."""
+        """Bias ``(heads, gh, gw, gh, gw)`` for queries and keys of one group.
+
+        Without autograd (inference) the bias of a group shape is made once and reused (see
+        :func:`_bias_cache_key`): it depends only on the shape, the weights and the autocast dtype.
+        """
+        key = _bias_cache_key(self, group_shape, device)
+        if key is None:
+            return self._compute(group_shape, device)
+        cache = _BIAS_CACHE.setdefault(self, {})
+        if key not in cache:
+            if len(cache) >= 8:   # a few shapes at a time (one per stage kind and input size)
+                cache.pop(next(iter(cache)))
+            cache[key] = self._compute(group_shape, device)
+        return cache[key]
+
+    def _compute(self, group_shape: Tuple[int, int], device: torch.device) -> torch.Tensor:
         gh, gw = group_shape
         # the offsets in the MLP's dtype (fp32, fp64, bf16, ...; autocast casts them as usual)
         offsets, index = relative_position_tables(gh, gw, device, self.pos_proj.weight.dtype)
