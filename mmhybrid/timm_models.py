@@ -56,9 +56,8 @@ except ImportError as err:  # timm missing, or its torchvision does not match to
 from mmengine.model.weight_init import trunc_normal_
 
 from .converters.common import CheckpointMismatchError, load_state_dict_checked, strip_prefix, unwrap_state_dict
-from .models.base import TORCHSCRIPT_UNSUPPORTED, mismatch_message
+from .models.base import TORCHSCRIPT_UNSUPPORTED, mismatch_message, registered_families
 from .utils.checkpoint import load_checkpoint_file
-from .converters.conv2former import CONTAINER_PREFERENCE as CONV2FORMER_CONTAINERS
 from .models.layers import LayerNorm2d
 from .registry import MODELS
 
@@ -350,91 +349,23 @@ class TimmFamily:
     cfg: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
-#: CrossFormer's cross-scale embedding: four convolutions read the image
-_CROSSFORMER_STEM = tuple(f'patch_embed.projs.{i}' for i in range(4))
-_CROSSFORMER_CFG = dict(crop_pct=0.875, interpolation='bicubic', **IMAGENET_DEFAULT,
-                        origin_url='https://github.com/cheerss/CrossFormer')
+#: a family's ``timm['classifier']`` kind -> its classifier class
+CLASSIFIERS = {'pool': PoolClassifier, 'cvt': CvTClassifier, 'conformer': ConformerClassifier}
 
-FAMILIES: Tuple[TimmFamily, ...] = (
-    TimmFamily(
-        'CrossFormer',
-        {'crossformer_t': 'tiny', 'crossformer_s': 'small', 'crossformer_b': 'base', 'crossformer_l': 'large'},
-        first_conv=_CROSSFORMER_STEM,
-        # official models/crossformer.py: norm (nn.LayerNorm) -> avgpool -> head (Linear)
-        head=PoolClassifier, head_args=dict(norm_eps=1e-5),
-        head_keys={'norm': 'norm', 'head': 'fc'},
-        params={'crossformer_t': 27.8, 'crossformer_s': 30.7, 'crossformer_b': 52.0, 'crossformer_l': 92.0},
-        # Swin-style evaluation of the official repo: resize 256/224, centre crop, bicubic
-        cfg=dict(_CROSSFORMER_CFG, paper_ids='arXiv:2108.00154')),
-    TimmFamily(
-        'CrossFormerPP',
-        {'crossformer_pp_s': 'pp_small', 'crossformer_pp_b': 'pp_base', 'crossformer_pp_l': 'pp_large',
-         'crossformer_pp_h': 'pp_huge'},
-        first_conv=_CROSSFORMER_STEM,
-        # the official main-branch models/crossformer.py builds the ++ classifiers too (use_acl=True):
-        # the same norm (nn.LayerNorm) -> avgpool -> head; the same evaluation as v1
-        head=PoolClassifier, head_args=dict(norm_eps=1e-5),
-        head_keys={'norm': 'norm', 'head': 'fc'},
-        cfg=dict(_CROSSFORMER_CFG, paper_ids='arXiv:2303.06908')),
-    TimmFamily(
-        'Conv2Former',
-        {'conv2former_n': 'nano', 'conv2former_t': 'tiny', 'conv2former_s': 'small', 'conv2former_b': 'base',
-         'conv2former_b_22k': dict(arch='base', kernel_size=7), 'conv2former_l': 'large'},
-        first_conv=('stem.0', ),
-        # official models/conv2former.py: head = [1x1 conv to 1280, GELU, channels-first
-        # LayerNorm(eps 1e-6)] on the map -> mean over H, W -> pred (Linear)
-        head=PoolClassifier, head_args=dict(hidden_dims=1280, norm_eps=1e-6),
-        head_keys={'head.0': 'conv', 'head.2': 'norm', 'pred': 'fc'},
-        containers=CONV2FORMER_CONTAINERS,
-        params={'conv2former_n': 15.0, 'conv2former_t': 26.7, 'conv2former_s': 50.0, 'conv2former_b': 90.0,
-                'conv2former_l': 198.9},
-        # trained with timm's train.py and the official models' default_cfg, which is
-        # timm's vision_transformer._cfg(): mean/std 0.5, crop 0.9, bicubic
-        cfg=dict(crop_pct=0.9, interpolation='bicubic', **IMAGENET_INCEPTION,
-                 paper_ids='arXiv:2211.11943', origin_url='https://github.com/HVision-NKU/Conv2Former')),
-    TimmFamily(
-        'Conformer',
-        {'conformer_t_p16': 'tiny', 'conformer_s_p16': 'small', 'conformer_s_p32': 'small_p32',
-         'conformer_b_p16': 'base'},
-        first_conv=('conv1', ),
-        # official conformer.py: conv_cls_head on the average-pooled last CNN map and
-        # trans_cls_head on trans_norm(class token); the reported prediction is their sum.
-        # mmpretrain keeps trans_norm in its backbone and the two Linears under head.
-        head=ConformerClassifier,
-        head_keys={'trans_norm': 'trans_norm', 'backbone.trans_norm': 'trans_norm',
-                   'conv_cls_head': 'conv_cls_head', 'trans_cls_head': 'trans_cls_head'},
-        # the official README's counts (S/32 has no published classifier count)
-        params={'conformer_t_p16': 23.5, 'conformer_s_p16': 37.7, 'conformer_b_p16': 83.3},
-        # the official evaluation (DeiT's): resize 256/224 bicubic, centre crop, ImageNet mean/std
-        cfg=dict(crop_pct=0.875, interpolation='bicubic', **IMAGENET_DEFAULT, paper_ids='arXiv:2105.03889',
-                 origin_url='https://github.com/pengzhiliang/Conformer')),
-    TimmFamily(
-        'CvT',
-        {'cvt_13': '13', 'cvt_21': '21', 'cvt_w24': 'w24'},
-        first_conv=('stage0.patch_embed.proj', ),
-        # official cls_cvt.py: norm (LayerNorm, eps 1e-5) on the last stage's class token
-        # -> head; HuggingFace's CvtForImageClassification calls them layernorm/classifier
-        head=CvTClassifier, head_args=dict(norm_eps=1e-5),
-        head_keys={'norm': 'norm', 'head': 'fc', 'layernorm': 'norm', 'classifier': 'fc'},
-        params={'cvt_13': 20.0, 'cvt_21': 31.6, 'cvt_w24': 277.2},
-        # the official test transform: resize to 224 / 0.875, centre crop, ImageNet mean/std
-        # (bicubic, as HuggingFace's CvT image processors)
-        cfg=dict(crop_pct=0.875, interpolation='bicubic', **IMAGENET_DEFAULT, pool_size=(14, 14),
-                 paper_ids='arXiv:2103.15808',
-                 origin_url='https://github.com/microsoft/CvT')),
-    TimmFamily(
-        'CloFormer',
-        {'cloformer_xxs': 'xxs', 'cloformer_xs': 'xs', 'cloformer_s': 's'},
-        first_conv=('patch_embed.conv1.conv.0', ),
-        # official classification/models/CloFormer.py: norm (GroupNorm(1, C), eps 1e-5) on the
-        # last map -> avgpool -> head (Linear); no weights were released
-        head=PoolClassifier, head_args=dict(norm='group', norm_eps=1e-5),
-        head_keys={'norm': 'norm', 'head': 'fc'},
-        params={'cloformer_xxs': 4.2, 'cloformer_xs': 7.2, 'cloformer_s': 12.3},
-        # the official (Swin-style) test transform: resize 256/224 bicubic, centre crop, ImageNet mean/std
-        cfg=dict(crop_pct=0.875, interpolation='bicubic', **IMAGENET_DEFAULT,
-                 paper_ids='arXiv:2303.17803', origin_url='https://github.com/qhfan/CloFormer')),
-)
+
+def timm_family(cls: type) -> TimmFamily:
+    """The :class:`TimmFamily` a backbone family declares in its ``timm`` attribute."""
+    spec = cls.timm
+    kind, head_args, head_keys = spec['classifier']
+    return TimmFamily(cls.__name__, dict(spec['variants']), first_conv=tuple(spec.get('first_conv', ())),
+                      head=CLASSIFIERS[kind], head_args=dict(head_args), head_keys=dict(head_keys),
+                      containers=spec.get('containers'), params=dict(spec.get('params', {})),
+                      cfg=dict(spec.get('cfg', {})))
+
+
+#: every registered family that declares ``timm``, by key
+FAMILIES: Tuple[TimmFamily, ...] = tuple(timm_family(cls) for _, cls in sorted(registered_families().items())
+                                         if cls.timm is not None)
 
 
 # --------------------------------------------------------------------------------------

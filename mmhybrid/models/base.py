@@ -320,6 +320,13 @@ class HybridBackbone(BaseModule):
     #: a small custom arch with every kind of block of the family, for fast CPU checks (the test suite,
     #: ``tools/misc/preflight.py --tiny``)
     test_arch: Optional[dict] = None
+    #: how the family appears in timm (``mmhybrid.timm_models`` registers every variant from it): ``variants``
+    #: (timm name -> arch), ``first_conv``, ``classifier`` (kind, arguments, official module -> classifier
+    #: module), ``containers``, ``params`` (published counts), ``cfg`` (data config); None: not in timm
+    timm: Optional[dict] = None
+    #: what the GPU check and the benchmarks time: ``name``, backbone ``cfg`` (arch and options), and the
+    #: ``official`` builder of the side-by-side bench (or None)
+    benchmark: Optional[dict] = None
     #: why an exported graph of the family takes one input size only; None: any size (``--dynamic``)
     export_fixed_size: Optional[str] = None
 

@@ -313,6 +313,19 @@ class CloFormer(HybridBackbone):
     }
     arch_aliases: Dict[str, str] = {'xx-small': 'xxs', 'x-small': 'xs', 'small': 's'}
     arch_required = ('embed_dims', 'depths', 'num_heads', 'group_splits')
+    #: how the family appears in timm (see CrossFormer.timm)
+    timm = dict(
+        variants={'cloformer_xxs': 'xxs', 'cloformer_xs': 'xs', 'cloformer_s': 's'},
+        first_conv=('patch_embed.conv1.conv.0', ),
+        # official classification/models/CloFormer.py: norm (GroupNorm(1, C), eps 1e-5) on the
+        # last map -> avgpool -> head (Linear); no weights were released
+        classifier=('pool', dict(norm='group', norm_eps=1e-5), {'norm': 'norm', 'head': 'fc'}),
+        params={'cloformer_xxs': 4.2, 'cloformer_xs': 7.2, 'cloformer_s': 12.3},
+        # the official (Swin-style) test transform: resize 256/224 bicubic, centre crop, ImageNet mean/std
+        cfg=dict(crop_pct=0.875, interpolation='bicubic', mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+                 paper_ids='arXiv:2303.17803', origin_url='https://github.com/qhfan/CloFormer'))
+    #: the size the GPU check and the benchmarks time (see CrossFormer.benchmark)
+    benchmark = dict(name='CloFormer-S', cfg=dict(arch='s'), official='official/cloformer_s')
     #: a small arch for fast CPU checks (tests, ``preflight.py --tiny``): xxs's kinds of block (one local
     #: branch + global heads; with and without downsampling) at a fifth of its blocks and widths
     test_arch = dict(embed_dims=(16, 32, 48, 64), depths=(1, 2, 1, 1), num_heads=(2, 2, 3, 4),

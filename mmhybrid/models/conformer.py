@@ -423,6 +423,24 @@ class Conformer(HybridBackbone):
     }
     arch_aliases = {'t': 'tiny', 's': 'small', 's16': 'small', 's32': 'small_p32', 'b': 'base'}
     arch_required = ('patch_size', 'channel_ratio', 'embed_dims', 'num_heads')
+    #: how the family appears in timm (see CrossFormer.timm)
+    timm = dict(
+        variants={'conformer_t_p16': 'tiny', 'conformer_s_p16': 'small', 'conformer_s_p32': 'small_p32',
+                  'conformer_b_p16': 'base'},
+        first_conv=('conv1', ),
+        # official conformer.py: conv_cls_head on the average-pooled last CNN map and
+        # trans_cls_head on trans_norm(class token); the reported prediction is their sum.
+        # mmpretrain keeps trans_norm in its backbone and the two Linears under head.
+        classifier=('conformer', dict(), {'trans_norm': 'trans_norm', 'backbone.trans_norm': 'trans_norm',
+                                          'conv_cls_head': 'conv_cls_head', 'trans_cls_head': 'trans_cls_head'}),
+        # the official README's counts (S/32 has no published classifier count)
+        params={'conformer_t_p16': 23.5, 'conformer_s_p16': 37.7, 'conformer_b_p16': 83.3},
+        # the official evaluation (DeiT's): resize 256/224 bicubic, centre crop, ImageNet mean/std
+        cfg=dict(crop_pct=0.875, interpolation='bicubic', mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), paper_ids='arXiv:2105.03889',
+                 origin_url='https://github.com/pengzhiliang/Conformer'))
+    #: the size the GPU check and the benchmarks time (see CrossFormer.benchmark)
+    benchmark = dict(name='Conformer-S/16', cfg=dict(arch='small', norm_eval=True, frozen_stages=0),
+                     official='official/conformer_s_p16')
     #: a small arch for fast CPU checks (tests, ``preflight.py --tiny``)
     test_arch = dict(patch_size=16, channel_ratio=1, base_channels=16, embed_dims=32, num_heads=2, depth=6)
 

@@ -31,7 +31,7 @@ import torch.fx
 import torch.nn as nn
 
 from ..converters.common import CheckpointMismatchError
-from ..converters.conv2former import convert_conv2former, official_to_layout
+from ..converters.conv2former import CONTAINER_PREFERENCE, convert_conv2former, official_to_layout
 from ..registry import MODELS
 from .base import HybridBackbone
 from .layers import (DropPath, LayerNorm2d, depthwise_conv, drop_path_rates, onednn_conv, onednn_conv_binary,
@@ -331,6 +331,23 @@ class Conv2Former(HybridBackbone):
     }
     arch_aliases = {'n': 'nano', 't': 'tiny', 's': 'small', 'b': 'base', 'l': 'large'}
     arch_required = ('embed_dims', 'depths')
+    #: how the family appears in timm (see CrossFormer.timm)
+    timm = dict(
+        variants={'conv2former_n': 'nano', 'conv2former_t': 'tiny', 'conv2former_s': 'small', 'conv2former_b': 'base',
+                  'conv2former_b_22k': dict(arch='base', kernel_size=7), 'conv2former_l': 'large'},
+        first_conv=('stem.0', ),
+        # official models/conv2former.py: head = [1x1 conv to 1280, GELU, channels-first
+        # LayerNorm(eps 1e-6)] on the map -> mean over H, W -> pred (Linear)
+        classifier=('pool', dict(hidden_dims=1280, norm_eps=1e-6), {'head.0': 'conv', 'head.2': 'norm', 'pred': 'fc'}),
+        containers=CONTAINER_PREFERENCE,
+        params={'conv2former_n': 15.0, 'conv2former_t': 26.7, 'conv2former_s': 50.0, 'conv2former_b': 90.0,
+                'conv2former_l': 198.9},
+        # trained with timm's train.py and the official models' default_cfg, which is
+        # timm's vision_transformer._cfg(): mean/std 0.5, crop 0.9, bicubic
+        cfg=dict(crop_pct=0.9, interpolation='bicubic', mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+                 paper_ids='arXiv:2211.11943', origin_url='https://github.com/HVision-NKU/Conv2Former'))
+    #: the size the GPU check and the benchmarks time (see CrossFormer.benchmark)
+    benchmark = dict(name='Conv2Former-T', cfg=dict(arch='tiny', out_norms=True), official='official/conv2former_t')
     #: a small arch for fast CPU checks (tests, ``preflight.py --tiny``)
     test_arch = dict(embed_dims=(16, 32, 48, 64), depths=(1, 1, 1, 1), kernel_size=5)
 

@@ -183,7 +183,8 @@ def _bias_cache_key(module: nn.Module, group_shape: Tuple[int, int], device: tor
     The weights count by storage and version counter, which every in-place change (an optimizer step,
     ``load_state_dict``) bumps; the autocast dtype by the current autocast state.
     """
-    if torch.is_grad_enabled() or torch.compiler.is_compiling() or torch._guards.detect_fake_mode() is not None:
+    if (torch.is_grad_enabled() or torch.compiler.is_compiling() or torch._guards.detect_fake_mode() is not None
+            or not isinstance(device, torch.device)):   # an FX proxy while torch.fx traces
         return None
     params = list(module.parameters())
     if _being_traced(params[0]) or has_hooks(*module.modules()):
@@ -503,6 +504,20 @@ class CrossFormer(HybridBackbone):
     #: why an exported graph takes one input size only (tools/deployment/export_onnx.py --dynamic)
     export_fixed_size = ('its attention groups, their padding and the position-bias tables are laid out for '
                          'the map size')
+    #: how the family appears in timm (``mmhybrid.timm_models``): names -> arch, the convolutions that read
+    #: the image, the official classifier (kind, arguments, official module -> classifier module), the
+    #: published parameter counts with it, and the official evaluation's data config
+    timm = dict(
+        variants={'crossformer_t': 'tiny', 'crossformer_s': 'small', 'crossformer_b': 'base', 'crossformer_l': 'large'},
+        first_conv=tuple(f'patch_embed.projs.{i}' for i in range(4)),
+        # official models/crossformer.py: norm (nn.LayerNorm) -> avgpool -> head (Linear)
+        classifier=('pool', dict(norm_eps=1e-5), {'norm': 'norm', 'head': 'fc'}),
+        params={'crossformer_t': 27.8, 'crossformer_s': 30.7, 'crossformer_b': 52.0, 'crossformer_l': 92.0},
+        # Swin-style evaluation of the official repo: resize 256/224, centre crop, bicubic
+        cfg=dict(crop_pct=0.875, interpolation='bicubic', mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+                 origin_url='https://github.com/cheerss/CrossFormer', paper_ids='arXiv:2108.00154'))
+    #: the size the GPU check and the benchmarks time, and its official implementation in the side-by-side bench
+    benchmark = dict(name='CrossFormer-S', cfg=dict(arch='small'), official='official/crossformer_s')
     #: a small arch with every kind of block, for fast CPU checks (tests, ``preflight.py --tiny``): a block
     #: pair (SDA, then LDA) in the stages whose maps exceed the group size at test sizes
     test_arch = dict(embed_dims=32, depths=(2, 2, 1, 1), num_heads=(1, 2, 4, 8))

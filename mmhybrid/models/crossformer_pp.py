@@ -103,6 +103,18 @@ class CrossFormerPP(HybridBackbone):
     #: why an exported graph takes one input size only (tools/deployment/export_onnx.py --dynamic)
     export_fixed_size = ('its attention groups, their padding and the position-bias tables are laid out for '
                          'the map size')
+    #: how the family appears in timm (see CrossFormer.timm)
+    timm = dict(
+        variants={'crossformer_pp_s': 'pp_small', 'crossformer_pp_b': 'pp_base', 'crossformer_pp_l': 'pp_large',
+                  'crossformer_pp_h': 'pp_huge'},
+        first_conv=tuple(f'patch_embed.projs.{i}' for i in range(4)),
+        # the official main-branch models/crossformer.py builds the ++ classifiers too (use_acl=True):
+        # the same norm (nn.LayerNorm) -> avgpool -> head; the same evaluation as v1
+        classifier=('pool', dict(norm_eps=1e-5), {'norm': 'norm', 'head': 'fc'}),
+        cfg=dict(crop_pct=0.875, interpolation='bicubic', mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+                 origin_url='https://github.com/cheerss/CrossFormer', paper_ids='arXiv:2303.06908'))
+    #: the size the GPU check times (no official implementation in the side-by-side bench)
+    benchmark = dict(name='CrossFormer++-S', cfg=dict(arch='small'), official=None)
     #: a small arch for fast CPU checks (tests, ``preflight.py --tiny``): with the default G (4, 4, 14, 7),
     #: I (4, 2, 1, 1), SDA and LDA in stages 0-1, an ACL after block 2 of stage 1, and the small-map rule
     #: (one group of the longer side) in stages 2-3 at 70x90

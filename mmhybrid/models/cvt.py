@@ -317,6 +317,21 @@ class CvT(HybridBackbone):
     }
     arch_aliases = {'cvt-13': '13', 'cvt-21': '21', 'cvt-w24': 'w24'}
     arch_required = ('embed_dims', 'depths', 'num_heads')
+    #: how the family appears in timm (see CrossFormer.timm)
+    timm = dict(
+        variants={'cvt_13': '13', 'cvt_21': '21', 'cvt_w24': 'w24'},
+        first_conv=('stage0.patch_embed.proj', ),
+        # official cls_cvt.py: norm (LayerNorm, eps 1e-5) on the last stage's class token
+        # -> head; HuggingFace's CvtForImageClassification calls them layernorm/classifier
+        classifier=('cvt', dict(norm_eps=1e-5), {'norm': 'norm', 'head': 'fc', 'layernorm': 'norm',
+                                                 'classifier': 'fc'}),
+        params={'cvt_13': 20.0, 'cvt_21': 31.6, 'cvt_w24': 277.2},
+        # the official test transform: resize to 224 / 0.875, centre crop, ImageNet mean/std
+        # (bicubic, as HuggingFace's CvT image processors)
+        cfg=dict(crop_pct=0.875, interpolation='bicubic', mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), pool_size=(14, 14),
+                 paper_ids='arXiv:2103.15808', origin_url='https://github.com/microsoft/CvT'))
+    #: the size the GPU check and the benchmarks time (see CrossFormer.benchmark)
+    benchmark = dict(name='CvT-13', cfg=dict(arch='13', norm_eval=True), official='official/cvt_13')
     #: a small arch for fast CPU checks (tests, ``preflight.py --tiny``)
     test_arch = dict(embed_dims=(16, 32, 48), depths=(1, 2, 2), num_heads=(1, 2, 3))
     #: token embedding (kernel, stride, padding) of the first stage and of the later ones
