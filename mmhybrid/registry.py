@@ -11,11 +11,11 @@ from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS as MMENGINE_OPTIM_WRAPP
 from mmengine.registry import OPTIM_WRAPPERS as MMENGINE_OPTIM_WRAPPERS
 from mmengine.registry import Registry
 
-# mmhybrid.ops (mmdet heads that run mmcv ops in float32 under autocast) and
+# mmhybrid.engine.fp32_ops (mmdet heads that run mmcv ops in float32 under autocast) and
 # mmhybrid.deploy.runtime (exported files run by ONNX Runtime, for tools/test.py) are imported
 # when a config first builds a ``mmhybrid.`` type, not by ``import mmhybrid``
 MODELS = Registry('model', parent=MMENGINE_MODELS, scope='mmhybrid',
-                  locations=['mmhybrid.models', 'mmhybrid.ops', 'mmhybrid.deploy.runtime'])
+                  locations=['mmhybrid.models', 'mmhybrid.engine.fp32_ops', 'mmhybrid.deploy.runtime'])
 
 OPTIM_WRAPPER_CONSTRUCTORS = Registry('optimizer wrapper constructor',
                                       parent=MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS,

@@ -3,7 +3,7 @@
 Every root config takes one optimizer step with the optimizer wrapper that
 ``--amp`` makes (the backbone shrunk as in test_configs.py); the detection
 configs reach mmcv's NMS, RoIAlign and focal loss through mmhybrid's float32
-versions of the heads that call them, which ``--amp`` swaps in (mmhybrid/ops.py). The end-to-end
+versions of the heads that call them, which ``--amp`` swaps in (mmhybrid/engine/fp32_ops.py). The end-to-end
 ``tools/train.py --amp`` run (killed, resumed, tested) is in test_quickstart.py.
 """
 import importlib.util
@@ -116,7 +116,7 @@ def test_amp_dtype_is_bf16_on_cpu_and_where_the_gpu_has_it_else_fp16(monkeypatch
 
 
 def test_use_fp32_ops_swaps_mmdet_types_at_any_depth_and_nothing_else():
-    from mmhybrid.ops import use_fp32_ops
+    from mmhybrid.engine.fp32_ops import use_fp32_ops
     model = dict(type='CascadeRCNN', rpn_head=dict(type='mmdet.RPNHead', loss_cls=dict(type='CrossEntropyLoss')),
                  roi_head=dict(bbox_roi_extractor=[dict(type='SingleRoIExtractor'), dict(type='SingleRoIExtractor')],
                                bbox_head=dict(type='Shared2FCBBoxHead', loss_cls=dict(type='FocalLoss'))),
@@ -126,3 +126,25 @@ def test_use_fp32_ops_swaps_mmdet_types_at_any_depth_and_nothing_else():
     assert [r['type'] for r in model['roi_head']['bbox_roi_extractor']] == ['mmhybrid.FP32SingleRoIExtractor'] * 2
     assert model['roi_head']['bbox_head']['loss_cls']['type'] == 'mmhybrid.FP32FocalLoss'
     assert model['rpn_head']['loss_cls']['type'] == 'CrossEntropyLoss' and model['seg']['type'] == 'mmseg.FocalLoss'
+
+
+def test_configure_mixed_precision_swaps_the_wrapper_and_refuses_in_one_line(monkeypatch):
+    """The set-up ``tools/train.py --amp`` and the GPU check share (train.py prints its errors)."""
+    from mmengine.config import Config
+
+    from mmhybrid.engine import configure_mixed_precision
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    cfg = Config(dict(default_scope='mmdet', optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1)),
+                      model=dict(type='RetinaNet', bbox_head=dict(loss_cls=dict(type='FocalLoss')))))
+    assert configure_mixed_precision(cfg, explicit=True) == ('cpu', torch.bfloat16)
+    assert cfg.optim_wrapper.type == 'mmhybrid.MixedPrecisionOptimWrapper' and cfg.optim_wrapper.loss_scale == 'dynamic'
+    assert cfg.model.bbox_head.loss_cls.type == 'mmhybrid.FP32FocalLoss'
+    other = Config(dict(optim_wrapper=dict(type='ApexOptimWrapper')))
+    with pytest.raises(ValueError, match=r"^--amp replaces optim_wrapper.type, and the config sets it to "
+                                         r"'ApexOptimWrapper'; remove --amp or that type$"):
+        configure_mixed_precision(other, explicit=True)
+    fp16 = Config(dict(optim_wrapper=dict(type='AmpOptimWrapper', dtype='float16')))
+    with pytest.raises(ValueError, match="^the config's AmpOptimWrapper: mixed precision on the CPU runs in "
+                                         "bfloat16 only"):
+        configure_mixed_precision(fp16, explicit=False)
+    assert 'loss_scale' not in fp16.optim_wrapper

@@ -328,7 +328,7 @@ def test_analyze_model_on_mmseg_config_without_default_scope_builds_a_segmentor(
 
 BENCH_FIELDS = ('forward_ms_median', 'forward_ms_mean', 'images_per_s', 'fwd_bwd_ms_median',
                 'fwd_bwd_peak_mem_gib', 'forward_gflops', 'forward_gmacs',
-                'matmul_fp32_gflops_per_s', 'efficiency_pct', 'params_m',
+                'peak_fp32_gflops_per_s', 'peak_bf16_gflops_per_s', 'efficiency_pct', 'params_m',
                 'train_ms_median', 'forward_bf16_ms_median', 'train_bf16_ms_median',
                 'train_gflops')
 DEFAULT_MODES = ('forward', 'train', 'forward-bf16', 'train-bf16')
@@ -338,12 +338,13 @@ def test_benchmark_cli_prints_all_fields_and_writes_json_and_markdown(standin_di
     out_json, out_md = tmp_path / 'bench.json', tmp_path / 'bench.md'
     args = ['--import-module', 'analysis_tools_standin', '--backbone', '_AnalysisToolsStandIn',
             '--shape', '64', '64', '--iters', '1', '--warmup', '0', '--device', 'cpu',
-            '--threads', '1', '--matmul-size', '512', '--json', str(out_json),
+            '--threads', '1', '--gemm-shapes', '256,512x128x256', '--json', str(out_json),
             '--markdown', str(out_md)]
     out = run_tool(BENCHMARK, *args, extra_pythonpath=standin_dir)
     for label in ('forward median / mean', 'throughput', 'images/s', 'fwd+bwd median',
                   'fwd+bwd peak memory', 'GiB', 'forward FLOPs', 'GMACs',
-                  'fp32 matmul rate', 'GFLOP/s', 'efficiency', 'forward-bf16 median',
+                  'fp32 peak GEMM rate', 'bf16 peak GEMM rate', 'GFLOP/s', 'efficiency',
+                  'of the bf16 peak', 'forward-bf16 median',
                   'train-bf16 median', 'autocast bf16'):
         assert label in out, f'{label!r} missing in:\n{out}'
     data = json.loads(out_json.read_text())
@@ -354,7 +355,8 @@ def test_benchmark_cli_prints_all_fields_and_writes_json_and_markdown(standin_di
     assert data['params_m'] == pytest.approx(standin_params() / 1e6)
     assert data['threads'] == 1 and data['input_shape'] == [1, 3, 64, 64]
     assert data['forward_ms_median'] > 0 and data['fwd_bwd_ms_median'] > 0
-    assert data['matmul_fp32_gflops_per_s'] > 0 and data['efficiency_pct'] > 0
+    assert data['peak_fp32_gflops_per_s'] > 0 and data['efficiency_pct'] > 0
+    assert {data['peak_fp32_gemm'], data['peak_bf16_gemm']} <= {'256x256x256', '512x128x256'}
     assert data['fwd_bwd_peak_mem_gib'] >= 0
     assert list(data['modes']) == list(DEFAULT_MODES)
     for mode in data['modes'].values():
@@ -445,9 +447,28 @@ def test_make_spec_sets_drop_path_rate_only_where_the_signature_takes_it(standin
         MODELS._module_dict.pop('_AnalysisToolsKwargsOnly', None)
 
 
-def test_matmul_rate_is_positive_gflops():
-    rate = measure.matmul_rate('cpu', size=256, reps=2)
-    assert 0.1 < rate < 1e6
+def test_gemm_rate_is_positive_gflops():
+    assert 0.1 < measure.gemm_rate('cpu', (256, 128, 64), reps=2) < 1e6
+    assert 0.1 < measure.gemm_rate('cpu', (128, 128, 128), torch.bfloat16, reps=1) < 1e6
+
+
+def test_peak_gemm_rate_is_the_best_shape_of_the_precision(monkeypatch):
+    calls = []
+
+    def fake_rate(device, shape, dtype, reps):
+        calls.append((tuple(shape), dtype))
+        return float(sum(shape)) * (10 if dtype == torch.bfloat16 else 1)
+
+    monkeypatch.setattr(measure, 'gemm_rate', fake_rate)
+    monkeypatch.setitem(measure.GEMM_SHAPES, 'cpu', ((64, 64, 64), (512, 32, 32), (96, 96, 96)))
+    assert measure.peak_gemm_rate('cpu') == dict(gflops_per_s=576.0, shape='512x32x32')
+    assert [dtype for _shape, dtype in calls] == [torch.float32] * 3
+    assert measure.peak_gemm_rate('cpu', 'bf16', shapes=[(8, 8, 8)])['gflops_per_s'] == 240.0
+    with pytest.raises(ValueError):
+        measure.peak_gemm_rate('cpu', 'int8')
+    assert bm.mode_precisions(bm.parse_modes('forward,train-bf16,forward-bf16,train')) == \
+        ['fp32', 'bf16']
+    assert bm.mode_precisions(bm.parse_modes('forward', amp='fp16')) == ['fp16']
 
 
 def test_cpu_peak_memory_measures_each_mode_not_the_parent_peak(standin_dir, monkeypatch):
@@ -473,10 +494,12 @@ def test_cpu_peak_memory_measures_each_mode_not_the_parent_peak(standin_dir, mon
 def tiny_results():
     """run_benchmark of a tiny CrossFormer at two shapes, all default modes, no memory."""
     modes = bm.parse_modes(DEFAULT_MODES)
-    matmul = bm.measure_matmul('cpu', size=256, reps=1)
+    peaks = bm.measure_peaks('cpu', ['fp32'], shapes=[(256, 256, 256)], reps=1)
     cfg = dict(type='CrossFormer', arch=SMALL_ARCH['CrossFormer'])
+    # the bf16 peak is not in ``peaks``: run_benchmark measures it (at these shapes)
     return [bm.run_benchmark(bm.make_spec(cfg, shape=shape, threads=1), modes, warmup=0,
-                             iters=1, memory=False, matmul=matmul)
+                             iters=1, memory=False, peaks=peaks, gemm_shapes=[(128, 256, 64)],
+                             gemm_reps=1)
             for shape in ([64, 64], [64, 96])]
 
 
@@ -491,15 +514,23 @@ def test_run_benchmark_times_every_mode_of_a_tiny_backbone(tiny_results):
     # a training step counts forward and backward (weight and activation gradients)
     assert train['gflops'] == res['train_gflops'] > 2 * forward['gflops'] > 0
     assert res['modes']['forward-bf16']['gflops'] == forward['gflops']
+    assert (res['peak_fp32_gemm'], res['peak_bf16_gemm']) == ('256x256x256', '128x256x64')
     for name, m in res['modes'].items():
         assert m['ms_median'] > 0 and m['images_per_s'] > 0 and m['efficiency_pct'] > 0
         assert res[f'{name.replace("-", "_")}_ms_median'] == m['ms_median']
         assert 'peak_mem_gib' not in m
+        # each mode's efficiency is against the peak of its own precision
+        assert m['peak_precision'] == ('bf16' if name.endswith('-bf16') else 'fp32')
+        assert m['peak_gflops_per_s'] == res[f'peak_{m["peak_precision"]}_gflops_per_s']
+        assert m['efficiency_pct'] == pytest.approx(
+            100.0 * m['gflops'] / (m['ms_median'] / 1000.0) / m['peak_gflops_per_s'])
     assert res['forward_ms_median'] == forward['ms_median']
     assert res['fwd_bwd_ms_median'] == train['ms_median']
     assert 'fwd_bwd_peak_mem_gib' not in res
     text = report.benchmark_table(res)
     assert 'forward-bf16 median' in text and 'fwd+bwd FLOPs' in text
+    assert 'fp32 peak GEMM rate' in text and 'bf16 peak GEMM rate' in text
+    assert '(FLOPs / forward time / fp32 peak GEMM rate)' in text
 
 
 def test_markdown_report_names_machine_and_command_and_has_a_row_per_run_and_mode(
@@ -518,7 +549,10 @@ def test_markdown_report_names_machine_and_command_and_has_a_row_per_run_and_mod
     assert [(r[1], r[2]) for r in rows] == [(shape, mode) for shape in ('64x64', '64x96')
                                             for mode in DEFAULT_MODES]
     assert all(len(r) == len(header) and r[-1] == 'n/a' for r in rows)  # no memory measured
-    assert 'Efficiency = GFLOPs / median time / fp32 matmul rate' in text
+    assert 'Efficiency = GFLOPs / median time / peak GEMM rate of the mode\'s precision' in text
+    # the rates it divided by (one fp32 peak shared by both runs; each run measured its bf16 one)
+    assert f'fp32 {tiny_results[0]["peak_fp32_gflops_per_s"]:.1f}, bf16 ' in text
+    assert all(f'{r["peak_bf16_gflops_per_s"]:.1f}' in text for r in tiny_results)
     # the default machine line: CPU model, cores, torch threads and version, device
     machine = report.describe_machine('cpu')
     assert f'{os.cpu_count()} cores' in machine and f'torch {torch.__version__}' in machine

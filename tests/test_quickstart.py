@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from mmhybrid.utils import load_checkpoint_file
+from mmhybrid.checkpoints import load_checkpoint_file
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / 'configs/quickstart/retinanet_crossformer_toy.py')

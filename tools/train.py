@@ -11,7 +11,7 @@ it, else float16 with dynamic loss scaling), on the CPU with bfloat16 autocast
 the CPU is refused. A config that names mmengine's ``AmpOptimWrapper`` trains the
 same way. mmdet's ``RPNHead``, ``SingleRoIExtractor`` and ``FocalLoss`` are swapped for
 mmhybrid's versions that run mmcv's NMS, RoIAlign and focal loss (no bf16 kernels) in
-float32 (``mmhybrid/ops.py``).
+float32 (``mmhybrid/engine/fp32_ops.py``).
 
 Works from a checkout without installing the package. Exit status 2, with a
 message and no traceback, when the dataset files are missing or an option cannot
@@ -30,19 +30,16 @@ if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
 from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.device import get_device  # noqa: E402
 from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import mmhybrid  # noqa: E402,F401  (registers the project's models)
-from mmhybrid.converters import CheckpointMismatchError  # noqa: E402
-from mmhybrid.engine.amp import check_amp_dtype  # noqa: E402
-from mmhybrid.utils import (CheckpointLoadError, DatasetClassesError, DatasetNotFoundError,  # noqa: E402
+from mmhybrid.engine.amp import AMP_WRAPPERS, configure_mixed_precision  # noqa: E402
+from mmhybrid.checkpoints import CheckpointLoadError, CheckpointMismatchError  # noqa: E402
+from mmhybrid.utils import (DatasetClassesError, DatasetNotFoundError,  # noqa: E402
                             LauncherError, check_dataset_classes, check_dataset_paths,
                             finish_distributed, setup_distributed_without_cuda,
                             unused_parameters_message)
-
-AMP_WRAPPER = 'mmhybrid.MixedPrecisionOptimWrapper'
 
 
 def parse_args():
@@ -89,9 +86,6 @@ def fail(message):
     sys.exit(2)
 
 
-AMP_WRAPPERS = ('AmpOptimWrapper', 'mmengine.AmpOptimWrapper', AMP_WRAPPER)
-
-
 def setup_amp(cfg, explicit):
     """Make the config train in mixed precision with mmhybrid's wrapper, on
     the CPU or a GPU; exit with a one-line message where that cannot work.
@@ -101,23 +95,10 @@ def setup_amp(cfg, explicit):
         explicit (bool): Whether ``--amp`` asked for it (else the config names
             an AMP wrapper itself).
     """
-    optim_wrapper = cfg.optim_wrapper
-    if optim_wrapper.get('type', 'OptimWrapper') not in AMP_WRAPPERS + ('OptimWrapper',):
-        fail(f'--amp replaces optim_wrapper.type, and the config sets it to '
-             f'{optim_wrapper.type!r}; remove --amp or that type')
-    optim_wrapper.type = AMP_WRAPPER
-    if explicit:
-        optim_wrapper.setdefault('loss_scale', 'dynamic')
-    device = get_device()
     try:
-        dtype = check_amp_dtype(device, optim_wrapper.get('dtype'))
+        device, dtype = configure_mixed_precision(cfg, explicit)
     except ValueError as err:
-        what = '--amp' if explicit else 'the config\'s AmpOptimWrapper'
-        fail(f'{what}: {err}')
-    # mmcv's NMS, RoIAlign and sigmoid focal loss have no bf16 kernels: their float32 versions
-    if cfg.get('default_scope') == 'mmdet':
-        from mmhybrid.ops import use_fp32_ops
-        use_fp32_ops(cfg.model)
+        fail(str(err))
     print(f'train.py: mixed precision on {device} in {str(dtype).replace("torch.", "")}'
           + (' (no loss scaling)' if device == 'cpu' else ''), file=sys.stderr)
 

@@ -1,17 +1,21 @@
 """Analysis of backbones and models: FLOPs, parameters, speed, memory.
 
-Not imported by ``import mmhybrid``. The command lines ``tools/analysis/get_flops.py``
-and ``tools/analysis/benchmark.py`` are thin wrappers over this package:
+Not imported by ``import mmhybrid``. The command lines ``tools/analysis/get_flops.py``,
+``tools/analysis/benchmark.py`` and ``tools/analysis/gpu_check.py`` are thin wrappers over
+this package:
 
 - :mod:`.build`: what is measured, from an explicit source: a backbone config dict
   (``--backbone``/``--backbone-cfg``) or a config file (its model, or its
   ``model.backbone``);
 - :mod:`.flops`: FLOP counting (``torch.utils.flop_counter`` with the CPU attention
   kernel and the fused oneDNN convolutions), parameters, :func:`analyze_model`;
-- :mod:`.measure`: timing (CUDA events on CUDA), peak memory of one step, matmul rate;
+- :mod:`.measure`: timing (CUDA events on CUDA), peak memory of one step, the device's
+  peak GEMM rate per precision;
 - :mod:`.benchmark`: modes (forward / train, fp32 / autocast bf16) and
   :func:`run_benchmark`;
 - :mod:`.report`: the text and markdown reports;
+- :mod:`.gpu_check`: the GPU check (mmcv ops, every family's training step, the detectors,
+  the distributed quick start), not imported here;
 - :mod:`.cli`: the command-line arguments both tools share.
 
 Example::

@@ -10,9 +10,10 @@ A *mode* is a kind of step and a precision (:class:`Mode`):
 
 For each mode: median / mean / min ms, images/s, the counted FLOPs of one step
 (``torch.utils.flop_counter``, attention included; forward+backward for train modes),
-efficiency = FLOPs / median time / fp32 matmul rate of this device in this process, and
-the peak memory of one step (:mod:`mmhybrid.analysis.measure`; on CPU measured in a
-fresh subprocess, all modes in one).
+efficiency = FLOPs / median time / this device's peak GEMM rate in the mode's precision
+(fp32, or the autocast dtype: :func:`mmhybrid.analysis.measure.peak_gemm_rate`, measured
+in this process), and the peak memory of one step (:mod:`mmhybrid.analysis.measure`; on
+CPU measured in a fresh subprocess, all modes in one).
 """
 import gc
 import json
@@ -32,7 +33,8 @@ from . import build, measure
 from .flops import count_flops, count_params
 
 __all__ = ['DEFAULT_MODES', 'MODE_NAMES', 'Mode', 'build_for_benchmark', 'cpu_peak_memory',
-           'make_input', 'make_spec', 'measure_matmul', 'parse_modes', 'run_benchmark']
+           'make_input', 'make_spec', 'measure_peaks', 'mode_precisions', 'parse_modes',
+           'run_benchmark']
 
 MODE_NAMES = ('forward', 'train', 'forward-bf16', 'train-bf16', 'forward-fp16', 'train-fp16')
 DEFAULT_MODES = ('forward', 'train', 'forward-bf16', 'train-bf16')
@@ -54,6 +56,12 @@ class Mode:
     @property
     def precision(self) -> str:
         return f'autocast {self.amp}' if self.amp else 'fp32'
+
+    @property
+    def peak_precision(self) -> str:
+        """The precision of the peak GEMM rate its efficiency divides by: ``'fp32'`` or the
+        autocast dtype."""
+        return self.amp or 'fp32'
 
     @property
     def key(self) -> str:
@@ -229,27 +237,37 @@ def _cuda_peak_memory(model: nn.Module, x: torch.Tensor,
 # the benchmark
 # ---------------------------------------------------------------------------------------
 
-def measure_matmul(device: str = 'cpu', size: int = 4096, reps: int = 3,
-                   amp: Optional[str] = None) -> Dict[str, Any]:
-    """The device's matmul rate, as :func:`run_benchmark` reports it (measure once, pass
-    to several runs).
+def mode_precisions(modes: Sequence[Mode]) -> List[str]:
+    """The precisions whose peak rates the efficiencies of ``modes`` divide by, in order.
+
+    Args:
+        modes: the modes.
+    """
+    return list(dict.fromkeys(mode.peak_precision for mode in modes))
+
+
+def measure_peaks(device: str = 'cpu', precisions: Sequence[str] = ('fp32',),
+                  shapes: Optional[Sequence[Sequence[int]]] = None,
+                  reps: int = 2) -> Dict[str, Any]:
+    """The device's peak GEMM rates, as :func:`run_benchmark` reports them (measure once,
+    pass to several runs).
 
     Args:
         device: where to run.
-        size: matrix size.
-        reps: timed matmuls.
-        amp: also measure this autocast dtype's rate.
+        precisions: ``'fp32'``, ``'bf16'``, ``'fp16'`` (see :func:`mode_precisions`).
+        shapes: the GEMM shapes ``(M, K, N)``; default :data:`measure.GEMM_SHAPES`.
+        reps: timed calls per shape.
 
     Returns:
-        ``matmul_size``, ``matmul_fp32_gflops_per_s``, ``matmul_tf32`` (False on CUDA,
-        None on CPU) and, with ``amp``, ``matmul_<amp>_gflops_per_s``.
+        for each precision ``p``: ``peak_<p>_gflops_per_s`` and ``peak_<p>_gemm`` (the
+        shape that gave it, ``'MxKxN'``); ``gemm_tf32`` (False on CUDA: fp32 GEMMs ran
+        without TF32; None on CPU).
     """
-    cuda = torch.device(device).type == 'cuda'
-    res = dict(matmul_size=size, matmul_fp32_gflops_per_s=measure.matmul_rate(device, size, reps),
-               matmul_tf32=False if cuda else None)
-    if amp:
-        res[f'matmul_{amp}_gflops_per_s'] = measure.matmul_rate(device, size, reps,
-                                                                measure.AMP_DTYPES[amp])
+    res: Dict[str, Any] = dict(gemm_tf32=False if measure.is_cuda(device) else None)
+    for precision in precisions:
+        peak = measure.peak_gemm_rate(device, precision, shapes, reps)
+        res[f'peak_{precision}_gflops_per_s'] = peak['gflops_per_s']
+        res[f'peak_{precision}_gemm'] = peak['shape']
     return res
 
 
@@ -269,13 +287,14 @@ def _step_flops(model: nn.Module, x: torch.Tensor, train: bool, amp: Optional[st
 
 
 def _mode_result(mode: Mode, times: List[float], gflops: float, batch: int,
-                 fp32_rate: float) -> Dict[str, Any]:
+                 peak_rate: float) -> Dict[str, Any]:
     median = statistics.median(times)
     achieved = gflops / (median / 1000.0)
     return dict(mode=mode.name, kind='train' if mode.train else 'forward',
                 precision=mode.precision, ms_median=median, ms_mean=statistics.fmean(times),
                 ms_min=min(times), images_per_s=batch * 1000.0 / median, gflops=gflops,
-                achieved_gflops_per_s=achieved, efficiency_pct=100.0 * achieved / fp32_rate)
+                achieved_gflops_per_s=achieved, peak_precision=mode.peak_precision,
+                peak_gflops_per_s=peak_rate, efficiency_pct=100.0 * achieved / peak_rate)
 
 
 def _add_memory(res: Dict[str, Any], memory: Dict[str, Dict[str, Any]]) -> None:
@@ -293,50 +312,23 @@ def _add_memory(res: Dict[str, Any], memory: Dict[str, Dict[str, Any]]) -> None:
                    mem_lower_bound=train['mem_lower_bound'])
 
 
-def run_benchmark(spec: Dict[str, Any], modes: Optional[Sequence[Mode]] = None,
-                  warmup: int = 2, iters: int = 10, matmul_size: int = 4096,
-                  matmul_reps: int = 3, memory: bool = True,
-                  matmul: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """All measurements for ``spec``.
-
-    Args:
-        spec: from :func:`make_spec`.
-        modes: what to time (default: :data:`DEFAULT_MODES` at the spec's ``amp``).
-        warmup: untimed steps per mode.
-        iters: timed steps per mode.
-        matmul_size: matrix size of the matmul rate.
-        matmul_reps: timed matmuls.
-        memory: also measure the peak memory of one step per mode.
-        matmul: a :func:`measure_matmul` result to reuse instead of measuring.
-
-    Returns:
-        a flat dict (model, input, FLOPs, matmul rate, ...) with ``modes`` (mode name ->
-        ``ms_median``, ``ms_mean``, ``ms_min``, ``images_per_s``, ``gflops``,
-        ``achieved_gflops_per_s``, ``efficiency_pct``, and with memory ``peak_mem_gib``,
-        ``peak_abs_gib``, ``mem_baseline_gib``, ``mem_lower_bound``) and
-        ``<mode>_ms_median`` for each mode. From the ``forward`` mode also
-        ``forward_ms_median/mean/min``, ``images_per_s``, ``achieved_gflops_per_s``,
-        ``efficiency_pct``; from ``train`` ``fwd_bwd_ms_median/mean`` and
-        ``fwd_bwd_peak_mem_gib``, ``fwd_bwd_peak_abs_gib``, ``mem_baseline_gib``,
-        ``mem_lower_bound``.
-    """
+def _describe_run(spec: Dict[str, Any], model: nn.Module, x: torch.Tensor, warmup: int,
+                  iters: int) -> Dict[str, Any]:
+    """What is measured and how: model, input, device, precision, threads, parameters."""
     amp = spec.get('amp')
-    modes = list(modes) if modes is not None else parse_modes(DEFAULT_MODES, amp)
-    if spec.get('threads'):
-        torch.set_num_threads(spec['threads'])
-    device = spec['device']
-    cuda = torch.device(device).type == 'cuda'
-    torch.manual_seed(0)
-    model = build_for_benchmark(spec)
-    x = make_input(spec)
-    res: Dict[str, Any] = dict(
+    return dict(
         model=type(model).__name__, label=build.describe_backbone(spec['backbone_cfg']),
         backbone_cfg=build.printable_cfg(spec['backbone_cfg']), source=spec['source'],
-        input_shape=list(x.shape), batch=spec['batch'], device=str(device),
+        input_shape=list(x.shape), batch=spec['batch'], device=str(spec['device']),
         dtype=f'autocast {amp}' if amp else 'fp32', threads=torch.get_num_threads(),
         with_cp=bool(spec['backbone_cfg'].get('with_cp', False)), warmup=warmup, iters=iters,
         params_m=count_params(model) / 1e6)
 
+
+def _count_modes_flops(model: nn.Module, x: torch.Tensor, modes: Sequence[Mode],
+                       amp: Optional[str], res: Dict[str, Any]) -> Dict[bool, dict]:
+    """Counted FLOPs of a forward and, when a mode trains, of a training step (keyed by
+    ``train``); their totals are added to ``res``."""
     flops = {False: _step_flops(model, x, False, amp)}
     res['forward_gflops'] = flops[False]['total'] / 1e9
     res['forward_gmacs'] = flops[False]['total'] / 2e9
@@ -344,38 +336,92 @@ def run_benchmark(spec: Dict[str, Any], modes: Optional[Sequence[Mode]] = None,
     if any(m.train for m in modes):
         flops[True] = _step_flops(model, x, True, amp)
         res['train_gflops'] = flops[True]['total'] / 1e9
+    return flops
 
-    res.update(matmul if matmul is not None else
-               measure_matmul(device, matmul_size, matmul_reps, amp))
-    if cuda:
+
+def _add_peaks(res: Dict[str, Any], device: str, modes: Sequence[Mode],
+               peaks: Optional[Dict[str, Any]], shapes, reps: int) -> None:
+    """The peak GEMM rates of the modes' precisions: from ``peaks`` where it has them,
+    measured otherwise."""
+    res.update(peaks or {})
+    missing = [p for p in mode_precisions(modes) if f'peak_{p}_gflops_per_s' not in res]
+    if missing:
+        res.update(measure_peaks(device, missing, shapes, reps))
+    if measure.is_cuda(device):
         # what the model itself runs with (torch defaults: matmul no TF32, cuDNN conv TF32)
         res['model_tf32'] = dict(matmul=bool(torch.backends.cuda.matmul.allow_tf32),
                                  cudnn=bool(torch.backends.cudnn.allow_tf32))
 
+
+def _time_modes(model: nn.Module, x: torch.Tensor, modes: Sequence[Mode],
+                flops: Dict[bool, dict], res: Dict[str, Any]) -> None:
+    """Time every mode into ``res['modes']`` (and ``<mode>_ms_median``)."""
     res['modes'] = {}
-    rate = res['matmul_fp32_gflops_per_s']
     for mode in modes:
-        times = measure.time_step(model, x, mode.train, warmup, iters, mode.amp)
-        gflops = flops[mode.train]['total'] / 1e9
-        res['modes'][mode.name] = _mode_result(mode, times, gflops, spec['batch'], rate)
+        times = measure.time_step(model, x, mode.train, res['warmup'], res['iters'], mode.amp)
+        res['modes'][mode.name] = _mode_result(
+            mode, times, flops[mode.train]['total'] / 1e9, res['batch'],
+            res[f'peak_{mode.peak_precision}_gflops_per_s'])
         res[f'{mode.key}_ms_median'] = res['modes'][mode.name]['ms_median']
 
+
+def _add_summary_fields(res: Dict[str, Any]) -> None:
+    """The top-level fields of earlier versions, from the ``forward`` and ``train`` modes."""
     fwd, train = res['modes'].get('forward'), res['modes'].get('train')
-    if fwd is not None:  # the fields of earlier versions
+    if fwd is not None:
         res.update(forward_ms_mean=fwd['ms_mean'], forward_ms_min=fwd['ms_min'],
                    images_per_s=fwd['images_per_s'],
                    achieved_gflops_per_s=fwd['achieved_gflops_per_s'],
                    efficiency_pct=fwd['efficiency_pct'])
-        if amp:
-            res[f'efficiency_vs_{amp}_matmul_pct'] = \
-                100.0 * fwd['achieved_gflops_per_s'] / res[f'matmul_{amp}_gflops_per_s']
     if train is not None:
         res.update(fwd_bwd_ms_median=train['ms_median'], fwd_bwd_ms_mean=train['ms_mean'])
 
+
+def run_benchmark(spec: Dict[str, Any], modes: Optional[Sequence[Mode]] = None,
+                  warmup: int = 2, iters: int = 10, memory: bool = True,
+                  peaks: Optional[Dict[str, Any]] = None,
+                  gemm_shapes: Optional[Sequence[Sequence[int]]] = None,
+                  gemm_reps: int = 2) -> Dict[str, Any]:
+    """All measurements for ``spec``.
+
+    Args:
+        spec: from :func:`make_spec`.
+        modes: what to time (default: :data:`DEFAULT_MODES` at the spec's ``amp``).
+        warmup: untimed steps per mode.
+        iters: timed steps per mode.
+        memory: also measure the peak memory of one step per mode.
+        peaks: a :func:`measure_peaks` result to reuse; precisions it lacks are measured.
+        gemm_shapes: GEMM shapes of the peak rates measured here (default
+            :data:`measure.GEMM_SHAPES`).
+        gemm_reps: timed calls per GEMM shape.
+
+    Returns:
+        a flat dict (model, input, FLOPs, ``peak_<precision>_gflops_per_s``, ...) with
+        ``modes`` (mode name -> ``ms_median``, ``ms_mean``, ``ms_min``, ``images_per_s``,
+        ``gflops``, ``achieved_gflops_per_s``, ``peak_precision``, ``peak_gflops_per_s``,
+        ``efficiency_pct``, and with memory ``peak_mem_gib``, ``peak_abs_gib``,
+        ``mem_baseline_gib``, ``mem_lower_bound``) and ``<mode>_ms_median`` for each mode.
+        From the ``forward`` mode also ``forward_ms_median/mean/min``, ``images_per_s``,
+        ``achieved_gflops_per_s``, ``efficiency_pct``; from ``train``
+        ``fwd_bwd_ms_median/mean`` and ``fwd_bwd_peak_mem_gib``, ``fwd_bwd_peak_abs_gib``,
+        ``mem_baseline_gib``, ``mem_lower_bound``.
+    """
+    amp = spec.get('amp')
+    modes = list(modes) if modes is not None else parse_modes(DEFAULT_MODES, amp)
+    if spec.get('threads'):
+        torch.set_num_threads(spec['threads'])
+    torch.manual_seed(0)
+    model = build_for_benchmark(spec)
+    x = make_input(spec)
+    res = _describe_run(spec, model, x, warmup, iters)
+    flops = _count_modes_flops(model, x, modes, amp, res)
+    _add_peaks(res, spec['device'], modes, peaks, gemm_shapes, gemm_reps)
+    _time_modes(model, x, modes, flops, res)
+    _add_summary_fields(res)
     if memory:
-        if cuda:
+        if measure.is_cuda(spec['device']):
             mem = _cuda_peak_memory(model, x, modes)
-        else:
+        else:  # a fresh process measures; this one's model and input are not needed
             del model, x
             gc.collect()
             mem = cpu_peak_memory(spec, modes)

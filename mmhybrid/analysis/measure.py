@@ -10,27 +10,33 @@ overhead included). Memory of one step: on CUDA ``torch.cuda.max_memory_allocate
 after ``reset_peak_memory_stats`` minus what is allocated before; on CPU the RSS
 high-water mark (``VmHWM``, reset to the current RSS before the step where Linux allows
 it, else ``ru_maxrss``) minus the RSS before the step.
+
+The device's peak rate (:func:`peak_gemm_rate`): the best GFLOP/s of several large GEMM
+shapes (:data:`GEMM_SHAPES`) in one precision, the denominator of efficiencies.
 """
 import contextlib
 import ctypes
 import gc
 import resource
-import statistics
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 
-__all__ = ['AMP_DTYPES', 'GIB', 'autocast', 'cpu_step_memory', 'cuda_step_memory',
-           'forward_backward', 'make_step', 'matmul_rate', 'time_calls', 'time_step']
+__all__ = ['AMP_DTYPES', 'GEMM_SHAPES', 'GIB', 'PRECISION_DTYPES', 'autocast',
+           'cpu_step_memory', 'cuda_step_memory', 'forward_backward', 'gemm_rate', 'is_cuda',
+           'make_step', 'peak_gemm_rate', 'time_calls', 'time_step']
 
 GIB = 1024 ** 3
 AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
+#: the precisions a peak rate is measured in, by name: fp32 and the autocast dtypes
+PRECISION_DTYPES = dict(fp32=torch.float32, **AMP_DTYPES)
 
 
-def _is_cuda(device) -> bool:
+def is_cuda(device) -> bool:
+    """Whether ``device`` (a ``torch.device`` or its name) is a CUDA device."""
     return torch.device(device).type == 'cuda'
 
 
@@ -57,7 +63,7 @@ def time_calls(fn: Callable[[], Any], device, warmup: int, iters: int) -> List[f
     """
     for _ in range(warmup):
         fn()
-    if not _is_cuda(device):
+    if not is_cuda(device):
         times = []
         for _ in range(iters):
             t0 = time.perf_counter()
@@ -269,8 +275,20 @@ def cuda_step_memory(step: Callable[[], Any], device) -> Dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------
-# the device's matmul rate
+# the device's peak GEMM rate
 # ---------------------------------------------------------------------------------------
+
+#: GEMM shapes (M, K, N) whose best rate is a device's peak, per device type: square ones
+#: and the tall-skinny / long-K ones of a backbone's linear layers. The CPU ones take a
+#: couple of seconds per precision on 2 cores (one 4096^3 fp32 GEMM alone takes about 1 s);
+#: the CUDA ones are large enough to fill a GPU.
+GEMM_SHAPES: Dict[str, Tuple[Tuple[int, int, int], ...]] = {
+    'cpu': ((1024, 1024, 1024), (2048, 2048, 2048), (3072, 3072, 3072), (8192, 1024, 1024),
+            (1024, 4096, 1024)),
+    'cuda': ((4096, 4096, 4096), (8192, 8192, 8192), (16384, 4096, 4096),
+             (4096, 16384, 4096), (65536, 1024, 1024)),
+}
+
 
 @contextlib.contextmanager
 def _no_tf32():
@@ -291,21 +309,48 @@ def _no_tf32():
             m.allow_tf32 = old
 
 
-def matmul_rate(device='cpu', size: int = 4096, reps: int = 3,
-                dtype: torch.dtype = torch.float32) -> float:
-    """GFLOP/s of a size x size matmul (2*size^3 FLOPs), median of ``reps`` after one
-    warm-up. fp32 on CUDA runs with TF32 disabled.
+def gemm_rate(device, shape: Sequence[int], dtype: torch.dtype = torch.float32,
+              reps: int = 2) -> float:
+    """GFLOP/s of one (M x K) @ (K x N) GEMM (2*M*K*N FLOPs): the fastest of ``reps``
+    timed calls after one warm-up. fp32 on CUDA runs with TF32 disabled.
 
     Args:
         device: where to run.
-        size: matrix size.
-        reps: timed matmuls.
-        dtype: matrix dtype.
+        shape: ``(M, K, N)``.
+        dtype: the matrices' dtype.
+        reps: timed calls.
     """
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    ctx = _no_tf32() if _is_cuda(device) else contextlib.nullcontext()
+    m, k, n = shape
+    a = torch.randn(m, k, device=device, dtype=dtype)
+    b = torch.randn(k, n, device=device, dtype=dtype)
+    ctx = _no_tf32() if is_cuda(device) else contextlib.nullcontext()
     with ctx, torch.inference_mode():
         times = time_calls(lambda: torch.mm(a, b), device, warmup=1, iters=max(1, reps))
     del a, b
-    return 2.0 * size ** 3 / (statistics.median(times) / 1000.0) / 1e9
+    return 2.0 * m * k * n / (min(times) / 1000.0) / 1e9
+
+
+def peak_gemm_rate(device='cpu', precision: str = 'fp32',
+                   shapes: Optional[Sequence[Sequence[int]]] = None,
+                   reps: int = 2) -> Dict[str, Any]:
+    """The device's peak matrix-multiply rate in one precision: the best GFLOP/s of several
+    large GEMM shapes, each the fastest of ``reps`` calls (what efficiencies divide by).
+
+    Args:
+        device: where to run.
+        precision: ``'fp32'`` (TF32 off on CUDA), ``'bf16'`` or ``'fp16'``.
+        shapes: ``(M, K, N)`` shapes; default :data:`GEMM_SHAPES` of the device's type.
+        reps: timed calls per shape.
+
+    Returns:
+        dict with ``gflops_per_s`` (the best rate) and ``shape`` (``'MxKxN'`` that gave it).
+    """
+    if precision not in PRECISION_DTYPES:
+        raise ValueError(f'unknown precision {precision!r}; choose from '
+                         f'{", ".join(PRECISION_DTYPES)}')
+    if shapes is None:
+        shapes = GEMM_SHAPES['cuda' if is_cuda(device) else 'cpu']
+    rates = {tuple(shape): gemm_rate(device, shape, PRECISION_DTYPES[precision], reps)
+             for shape in shapes}
+    best = max(rates, key=rates.get)
+    return dict(gflops_per_s=rates[best], shape='x'.join(map(str, best)))

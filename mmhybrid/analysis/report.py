@@ -2,9 +2,11 @@
 import os
 import platform
 import shlex
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
+
+from . import measure
 
 __all__ = ['benchmark_table', 'command_line', 'describe_machine', 'flops_json',
            'flops_report', 'markdown_report', 'module_table']
@@ -141,26 +143,45 @@ def benchmark_table(res: Dict[str, Any]) -> str:
         if name in ('forward', 'train'):
             continue
         text = f'{m["ms_median"]:.1f} ms, {m["images_per_s"]:.2f} images/s, ' \
-               f'efficiency {m["efficiency_pct"]:.1f} %'
+               f'efficiency {m["efficiency_pct"]:.1f} % of the {m["peak_precision"]} peak'
         if 'peak_mem_gib' in m:
             text += f', peak memory {_memory_text(m)}'
         rows.append((f'{name} median', f'{text}  ({m["kind"]}, {m["precision"]})'))
-    tf32 = ', TF32 off' if res.get('matmul_tf32') is False else ''
-    rows.append(('fp32 matmul rate', f'{res["matmul_fp32_gflops_per_s"]:.1f} GFLOP/s '
-                 f'({res["matmul_size"]}x{res["matmul_size"]}{tf32})'))
+    rows += _peak_rows(res)
     if 'model_tf32' in res:
         rows.append(('model TF32', f'matmul={res["model_tf32"]["matmul"]}, '
                      f'cudnn conv={res["model_tf32"]["cudnn"]} (torch settings in effect)'))
     if 'forward' in modes:
         rows.append(('achieved', f'{res["achieved_gflops_per_s"]:.1f} GFLOP/s in the forward'))
         rows.append(('efficiency', f'{res["efficiency_pct"]:.1f} %  (FLOPs / forward time / '
-                     'fp32 matmul rate)'))
-    for k, v in res.items():
-        if k.startswith('efficiency_vs_'):
-            rows.append((k.replace('_pct', '').replace('_', ' '), f'{v:.1f} %'))
+                     f'{modes["forward"]["peak_precision"]} peak GEMM rate)'))
     width = max(len(r[0]) for r in rows)
     line = '-' * 78
     return '\n'.join([line] + [f'{k:<{width}}  {v}' for k, v in rows] + [line])
+
+
+def _peak_rows(res: Dict[str, Any]) -> List[Tuple[str, str]]:
+    """One row per peak GEMM rate of the run: its precision, rate and best shape."""
+    tf32 = ', TF32 off' if res.get('gemm_tf32') is False else ''
+    rows = []
+    for precision in measure.PRECISION_DTYPES:
+        rate = res.get(f'peak_{precision}_gflops_per_s')
+        if rate is not None:
+            note = f' (best GEMM shape {res[f"peak_{precision}_gemm"]}' + \
+                (tf32 if precision == 'fp32' else '') + ')'
+            rows.append((f'{precision} peak GEMM rate', f'{rate:.1f} GFLOP/s{note}'))
+    return rows
+
+
+def _peak_rates_text(results: Sequence[Dict[str, Any]]) -> str:
+    """The peak rates of several runs, by precision: ``fp32 152.3, bf16 801.0 GFLOP/s``."""
+    parts = []
+    for precision in measure.PRECISION_DTYPES:
+        key = f'peak_{precision}_gflops_per_s'
+        rates = sorted({f'{r[key]:.1f}' for r in results if key in r}, key=float)
+        if rates:
+            parts.append(f'{precision} {" / ".join(rates)}')
+    return ', '.join(parts) + ' GFLOP/s'
 
 
 def _cpu_model() -> str:
@@ -232,11 +253,11 @@ def markdown_report(results: Sequence[Dict[str, Any]], command: str,
     for res in results:
         for m in res['modes'].values():
             lines.append('| ' + ' | '.join(_markdown_row(res, m)) + ' |')
-    rates = sorted({f'{r["matmul_fp32_gflops_per_s"]:.1f}' for r in results})
     method = next((r['memory_method'] for r in results if 'memory_method' in r), None)
     lines += ['', 'GFLOPs: counted FLOPs of one step (forward, or forward+backward for train '
-              'modes; multiply-add = 2). Efficiency = GFLOPs / median time / fp32 matmul rate '
-              f'of the same run ({", ".join(rates)} GFLOP/s). Train modes: train mode, drop '
-              'path 0, forward + backward without optimizer.'
+              'modes; multiply-add = 2). Efficiency = GFLOPs / median time / peak GEMM rate '
+              'of the mode\'s precision (fp32, or the autocast dtype): the best of several '
+              f'large GEMM shapes, measured in the same run ({_peak_rates_text(results)}). '
+              'Train modes: train mode, drop path 0, forward + backward without optimizer.'
               + (f' Peak memory of one step: {method}.' if method else '')]
     return '\n'.join(lines) + '\n'

@@ -20,7 +20,7 @@ Checkpoints: ``state_dict`` holds ``loss_scaler`` only when a scaler is used;
 the CPU drops the scaler's state, a CPU run resumed on a GPU starts a new scaler).
 """
 from contextlib import contextmanager
-from typing import Optional, Union
+from typing import Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -31,6 +31,10 @@ from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from ..registry import OPTIM_WRAPPERS
 
 ACCELERATORS = ('cuda', 'npu', 'mlu', 'musa')
+#: the optimizer wrapper mixed precision trains with
+AMP_WRAPPER = 'mmhybrid.MixedPrecisionOptimWrapper'
+#: the wrapper types a config names to ask for mixed precision itself
+AMP_WRAPPERS = ('AmpOptimWrapper', 'mmengine.AmpOptimWrapper', AMP_WRAPPER)
 
 
 def _as_dtype(dtype: Union[str, torch.dtype, None]) -> Optional[torch.dtype]:
@@ -83,6 +87,47 @@ def check_amp_dtype(device: str, dtype: Union[str, torch.dtype, None]) -> torch.
         raise ValueError('this GPU does not support bfloat16; use '
                          "optim_wrapper.dtype='float16' (or leave it unset)")
     return dtype
+
+
+def configure_mixed_precision(cfg, explicit: bool) -> Tuple[str, torch.dtype]:
+    """Make a config train in mixed precision with :class:`MixedPrecisionOptimWrapper`, on the
+    CPU or a GPU (what ``tools/train.py --amp`` does).
+
+    The config's ``optim_wrapper.type`` becomes :data:`AMP_WRAPPER` (dynamic loss scaling by
+    default when ``explicit``), and an mmdet model's heads and losses that call mmcv ops without
+    bf16 kernels are swapped for their float32 versions (:mod:`mmhybrid.engine.fp32_ops`).
+
+    Args:
+        cfg (mmengine.Config): The config (changed in place).
+        explicit (bool): Whether ``--amp`` asked for it (else the config names an AMP wrapper
+            itself); only used in messages and for the loss scale default.
+
+    Returns:
+        tuple: The device (mmengine's ``get_device()``) and the autocast dtype.
+
+    Raises:
+        ValueError: With a one-line message, where mixed precision cannot work: another
+            optimizer wrapper type, or a dtype the device does not run.
+    """
+    optim_wrapper = cfg.optim_wrapper
+    if optim_wrapper.get('type', 'OptimWrapper') not in AMP_WRAPPERS + ('OptimWrapper',):
+        raise ValueError(f'--amp replaces optim_wrapper.type, and the config sets it to '
+                         f'{optim_wrapper.type!r}; remove --amp or that type')
+    optim_wrapper.type = AMP_WRAPPER
+    if explicit:
+        optim_wrapper.setdefault('loss_scale', 'dynamic')
+    device = get_device()
+    try:
+        dtype = check_amp_dtype(device, optim_wrapper.get('dtype'))
+    except ValueError as err:
+        what = '--amp' if explicit else 'the config\'s AmpOptimWrapper'
+        raise ValueError(f'{what}: {err}') from None
+    # mmcv's NMS, RoIAlign and sigmoid focal loss have no bf16 kernels: their float32 versions
+    # (imported here: that module imports mmdet, which ``import mmhybrid`` does not)
+    if cfg.get('default_scope') == 'mmdet':
+        from .fp32_ops import use_fp32_ops
+        use_fp32_ops(cfg.model)
+    return device, dtype
 
 
 @OPTIM_WRAPPERS.register_module()

@@ -16,7 +16,7 @@ Use it from an mmdet or mmseg config::
         paramwise_cfg=dict(decay_rate=0.95, decay_type='layer_wise', num_layers=6))
 """
 import json
-from typing import List
+from typing import Dict, List
 
 import torch.nn as nn
 from mmengine.dist import get_dist_info
@@ -101,3 +101,61 @@ class LayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
             print_log(f'{self.decay_type} lr decay {self.decay_rate}, {self.num_layers} layers: '
                       f'{json.dumps(summary)}', logger='current')
         params.extend(groups.values())
+
+
+def generic_layer_id(backbone, name: str, num_layers: int, decay_type: str = 'layer_wise') -> int:
+    """The generic layer id of a backbone parameter, read from its ``stem_modules()`` and ``stage_modules()``:
+
+    * 'stage_wise': stage i -> ``min(i + 1, num_layers)``;
+    * 'layer_wise': the units of all stages in forward order (the items of each stage's block lists and
+      its other sub-modules, e.g. a downsampling layer) spread evenly over ``1..num_layers``; a parameter
+      held by a stage itself (a class token) goes with the stage's first unit.
+
+    The stem is 0; parameters outside the stem and stages (new layers such as output norms) get
+    ``num_layers + 1``, the heads' rate.
+
+    Args:
+        backbone: an mmhybrid backbone.
+        name: parameter name inside the backbone (no ``backbone.`` prefix).
+        num_layers: number of layer ids above the stem.
+        decay_type: 'layer_wise' or 'stage_wise'.
+    """
+    if decay_type not in ('layer_wise', 'stage_wise'):
+        raise ValueError(f"decay_type must be 'layer_wise' or 'stage_wise', got {decay_type!r}.")
+    ids = _layer_ids(backbone, num_layers, decay_type)
+    if name not in ids:
+        raise ValueError(f'No layer id for {type(backbone).__name__} parameter {name!r}.')
+    return ids[name]
+
+
+def _layer_ids(backbone, num_layers: int, decay_type: str) -> Dict[str, int]:
+    """Every backbone parameter's id under :func:`generic_layer_id`'s rule."""
+    names = {p: n for n, p in backbone.named_parameters(remove_duplicate=False)}
+    ids = {n: num_layers + 1 for n in names.values()}   # not in stem or stages: new layers
+
+    def assign(module: nn.Module, layer_id: int, recurse: bool = True) -> None:
+        for p in module.parameters(recurse=recurse):
+            if names[p] not in assigned:
+                ids[names[p]] = layer_id
+                assigned.add(names[p])
+
+    assigned = set()
+    for m in backbone.stem_modules():
+        assign(m, 0)
+    stages = backbone.stage_modules()
+    units = []   # (stage index, module, whether only its own parameters count)
+    for s, stage in enumerate(stages):
+        units.append((s, stage, False))   # a stage's own parameters (class token), with its first unit
+        for child in stage.children():
+            expand = isinstance(child, (nn.ModuleList, nn.Sequential))
+            units.extend((s, unit, True) for unit in (child if expand else [child]))
+    blocks = [u for u in units if u[2]]
+    for s, module, is_unit in units:
+        if decay_type == 'stage_wise':
+            layer_id = min(s + 1, num_layers)
+        else:
+            first = module if is_unit else next((u[1] for u in blocks if u[0] == s), None)
+            k = next((j for j, u in enumerate(blocks) if u[1] is first), 0)
+            layer_id = 1 + k * (num_layers - 1) // max(1, len(blocks) - 1) if num_layers > 1 else 1
+        assign(module, layer_id, recurse=is_unit)
+    return ids

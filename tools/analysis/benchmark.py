@@ -10,12 +10,13 @@ Measures, at each input shape and batch, per mode (``--modes``):
 
 each with median / mean ms and images/s, the counted FLOPs of one step
 (``torch.utils.flop_counter``, attention included, as get_flops.py), efficiency = FLOPs /
-median time / fp32 matmul rate of this device in this process (4096x4096, TF32 off on
-CUDA), and the peak memory of one step: on CUDA ``torch.cuda.max_memory_allocated`` after
-a reset, minus what model and input already hold; on CPU the peak RSS increase over the
-idle process, measured in a fresh subprocess (baseline: RSS after building model and
-input and releasing freed memory; peak: the RSS high-water mark VmHWM, reset at the
-baseline on Linux; ``ru_maxrss`` elsewhere).
+median time / peak GEMM rate of the mode's precision (fp32, TF32 off on CUDA; or the
+autocast dtype) on this device in this process: the best of several large GEMM shapes
+(``--gemm-shapes``), and the peak memory of one step: on CUDA
+``torch.cuda.max_memory_allocated`` after a reset, minus what model and input already
+hold; on CPU the peak RSS increase over the idle process, measured in a fresh subprocess
+(baseline: RSS after building model and input and releasing freed memory; peak: the RSS
+high-water mark VmHWM, reset at the baseline on Linux; ``ru_maxrss`` elsewhere).
 
 The implementation is ``mmhybrid.analysis`` (``benchmark``, ``measure``, ``report``).
 
@@ -35,12 +36,25 @@ Examples::
 import argparse
 import json
 import sys
-from typing import Any, Dict, List, Union
+from typing import Any, Dict, List, Tuple, Union
 
 import torch
 
 from mmhybrid.analysis import benchmark, build, cli, report
 from mmhybrid.analysis.measure import AMP_DTYPES
+
+
+def parse_gemm_shapes(text: str) -> List[Tuple[int, int, int]]:
+    """``'2048,8192x1024x1024'`` -> ``[(2048, 2048, 2048), (8192, 1024, 1024)]``."""
+    shapes = []
+    for item in filter(None, (t.strip() for t in text.split(','))):
+        sizes = [int(v) for v in item.split('x')]
+        if len(sizes) not in (1, 3) or min(sizes) < 1:
+            raise argparse.ArgumentTypeError(f'{item!r}: give MxKxN or one size')
+        shapes.append(tuple(sizes * 3 if len(sizes) == 1 else sizes))
+    if not shapes:
+        raise argparse.ArgumentTypeError('no GEMM shape')
+    return shapes
 
 
 def parse_args(argv=None):
@@ -70,18 +84,18 @@ def parse_args(argv=None):
                         'and the FLOP count (bf16 when given alone); default fp32')
     parser.add_argument('--with-cp', action='store_true',
                         help='build the backbone with with_cp=True (activation checkpointing)')
-    parser.add_argument('--matmul-size', type=int, default=4096)
-    parser.add_argument('--matmul-reps', type=int, default=3)
+    parser.add_argument('--gemm-shapes', type=parse_gemm_shapes, default=None,
+                        help='GEMM shapes whose best rate is the peak efficiencies divide by: '
+                        'comma-separated MxKxN (or one N for a square); default: the '
+                        'device\'s list in mmhybrid.analysis.measure.GEMM_SHAPES')
+    parser.add_argument('--gemm-reps', type=int, default=2, help='timed calls per GEMM shape')
     parser.add_argument('--no-memory', action='store_true', help='skip the memory measurement')
     parser.add_argument('--json', help='also write the results to this JSON file (one run: '
                         'its dict; several backbones/shapes: a list)')
     parser.add_argument('--markdown', help='also write a markdown table (one row per backbone, '
                         'shape and mode) to this file, after a line naming the machine and '
                         'this command')
-    parser.add_argument('--memory-child', action='store_true', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.memory_child:
-        return args
     cli.check_model_args(parser, args, '--config', multiple=True)
     args.shape = args.shape or [[512, 512]]
     try:
@@ -117,20 +131,18 @@ def make_specs(args) -> List[Dict[str, Any]]:
 def main(argv=None) -> Union[Dict[str, Any], List[Dict[str, Any]]]:
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     args = parse_args(argv)
-    if args.memory_child:
-        benchmark.memory_child_main()
-        return {}
     if args.threads:
         torch.set_num_threads(args.threads)
     build.import_project(args.import_module)
     if args.amp and torch.device(args.device).type != 'cuda':
         print(f'note: --amp {args.amp} on {args.device}: CPU autocast', file=sys.stderr)
     specs = make_specs(args)
-    matmul = benchmark.measure_matmul(args.device, args.matmul_size, args.matmul_reps, args.amp)
+    peaks = benchmark.measure_peaks(args.device, benchmark.mode_precisions(args.modes),
+                                    args.gemm_shapes, args.gemm_reps)
     results = []
     for spec in specs:
         res = benchmark.run_benchmark(spec, args.modes, warmup=args.warmup, iters=args.iters,
-                                      memory=not args.no_memory, matmul=matmul)
+                                      memory=not args.no_memory, peaks=peaks)
         print(report.benchmark_table(res), flush=True)
         results.append(res)
     if args.json:

@@ -26,8 +26,8 @@ from contextlib import contextmanager
 
 import torch
 
-from .registry import MODELS
-from .utils.config import config_dicts
+from ..registry import MODELS
+from ..utils.config import config_dicts
 
 try:
     from mmdet.models.dense_heads import RPNHead
