@@ -5,13 +5,13 @@ optimizer constructor for mmdet/mmseg configs; ``import mmhybrid.timm_models``
 additionally registers every variant as a timm model (needs timm). Importing the
 package also makes mmengine read every checkpoint (``load_from``, ``resume``,
 ``init_cfg``) through mmhybrid's weights-only loader
-(:func:`mmhybrid.utils.load_checkpoint_file`).
+(:func:`mmhybrid.checkpoints.load_checkpoint_file`).
 """
 from .version import __version__
 from .registry import MODELS
 from . import models  # noqa: F401  (registers the backbones)
 from . import engine  # noqa: F401  (registers the optimizer constructor)
-from .utils.checkpoint import install_safe_checkpoint_loaders
+from .checkpoints import install_safe_checkpoint_loaders
 
 # every checkpoint mmengine reads (load_from, resume, Pretrained init) goes through
 # mmhybrid's weights-only loader

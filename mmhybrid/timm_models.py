@@ -55,9 +55,8 @@ except ImportError as err:  # timm missing, or its torchvision does not match to
 
 from mmengine.model.weight_init import trunc_normal_
 
-from .converters.common import CheckpointMismatchError, load_state_dict_checked, strip_prefix, unwrap_state_dict
-from .models.base import TORCHSCRIPT_UNSUPPORTED, mismatch_message, registered_families
-from .utils.checkpoint import load_checkpoint_file
+from .checkpoints import load_into, load_state_dict_checked, strip_prefix, unwrap_state_dict
+from .models.base import TORCHSCRIPT_UNSUPPORTED, registered_families
 from .models.layers import LayerNorm2d
 from .registry import MODELS
 
@@ -606,12 +605,7 @@ class HybridTimmModel(nn.Module):
         What ``timm.create_model(..., pretrained=True, pretrained_cfg_overlay=dict(file=...))``
         calls. Mismatched keys or shapes are refused by name.
         """
-        ckpt = load_checkpoint_file(filename)
-        state = self.convert_checkpoint(ckpt, source=filename)
-        try:
-            load_state_dict_checked(self, state, source=filename)
-        except CheckpointMismatchError as err:
-            raise CheckpointMismatchError(mismatch_message(ckpt, self.backbone, filename, err)) from None
+        load_into(self, filename, convert=self.convert_checkpoint, named_as=self.backbone)
 
 
 def _prefix_wrapped_state(module: nn.Module, state_dict, prefix, *args) -> None:

@@ -1,10 +1,10 @@
-"""layers.biased_attention: attention with a learned additive bias, chunked forward/backward on CPU."""
+"""kernels.biased_attention: attention with a learned additive bias, chunked forward/backward on CPU."""
 import pytest
 import torch
 import torch.nn.functional as F
 
-from mmhybrid.models import CrossFormer, crossformer, layers
-from mmhybrid.models.layers import attention, biased_attention
+from mmhybrid.models import CrossFormer, crossformer, kernels
+from mmhybrid.models.kernels import attention, biased_attention
 
 from family_archs import SMALL_ARCH
 
@@ -45,7 +45,7 @@ CASES = [
 def small_chunks(monkeypatch):
     """Chunks of 2 groups (most cases of CASES run in several chunks, the last one short)."""
     def set_groups(heads, n, m):
-        monkeypatch.setattr(layers, 'BIASED_ATTENTION_CHUNK_BYTES', 2 * heads * n * m * 4)
+        monkeypatch.setattr(kernels, 'BIASED_ATTENTION_CHUNK_BYTES', 2 * heads * n * m * 4)
     return set_groups
 
 
@@ -134,7 +134,7 @@ def plain_path(monkeypatch):
 
 def test_crossformer_training_step_grads_equal_with_chunked_and_plain_attention(plain_path, monkeypatch):
     # chunks of 1-2 groups in the first stages (49 queries, 1-2 heads), so most calls run several
-    monkeypatch.setattr(layers, 'BIASED_ATTENTION_CHUNK_BYTES', 2 * 49 * 49 * 4)
+    monkeypatch.setattr(kernels, 'BIASED_ATTENTION_CHUNK_BYTES', 2 * 49 * 49 * 4)
     calls = []
     monkeypatch.setattr(crossformer, 'biased_attention',
                         lambda *args: calls.append(1) or biased_attention(*args))
@@ -166,7 +166,7 @@ def test_attention_in_cpu_bf16_training_takes_the_plain_ops_up_to_the_score_budg
     ref_grads = torch.autograd.grad(ref, (q, k, v), grad.double())
 
     def run(budget):
-        monkeypatch.setattr(layers, 'MATH_ATTENTION_MAX_SCORES', budget)
+        monkeypatch.setattr(kernels, 'MATH_ATTENTION_MAX_SCORES', budget)
         with torch.autocast('cpu', dtype=torch.bfloat16):
             out = attention(q, k, v)
         return out, torch.autograd.grad(out, (q, k, v), grad.to(out.dtype))

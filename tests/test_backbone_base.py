@@ -41,10 +41,12 @@ class _BNBackbone(HybridBackbone):
 
     def __init__(self, **kwargs):
         super().__init__(out_indices=(0, 1), **kwargs)
+
+    def build(self, spec):
         self.stem = nn.Sequential(nn.Conv2d(3, 4, 3, 2, 1), nn.BatchNorm2d(4))
         self.stages = nn.ModuleList([nn.Sequential(nn.Conv2d(4, 4, 3, 2, 1), nn.BatchNorm2d(4))
                                      for _ in range(2)])
-        self._finish_init([4, 4], [4, 8])
+        return [4, 4], [4, 8]
 
     def stem_modules(self):
         return [self.stem]

@@ -20,9 +20,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from mmhybrid.converters import CheckpointMismatchError
 from mmhybrid.models import CloFormer, CrossFormer, CvT
-from mmhybrid.utils import CheckpointLoadError, CheckpointNotFoundError, load_checkpoint_file
+from mmhybrid.checkpoints import (CheckpointLoadError, CheckpointMismatchError, CheckpointNotFoundError,
+                                  load_checkpoint_file)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONVERT = ROOT / 'tools' / 'model_converters' / 'convert.py'

@@ -8,9 +8,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from mmhybrid.converters import CheckpointMismatchError, convert_cloformer, load_state_dict_checked
+from mmhybrid.checkpoints import CheckpointMismatchError, load_state_dict_checked
+from mmhybrid.checkpoints.converters import convert_cloformer
 from mmhybrid.models import CloFormer
-from mmhybrid.models import layers
+from mmhybrid.models import kernels as cpu_kernels
 from mmhybrid.models.cloformer import CloAttention
 
 TINY = dict(embed_dims=(16, 32, 48, 64), depths=(1, 2, 1, 1), num_heads=(2, 2, 3, 4),
@@ -163,7 +164,7 @@ def test_global_pooling_is_the_official_pooling_where_the_official_code_runs():
 @pytest.fixture
 def fused_calls(monkeypatch):
     """Counts the calls of the fused oneDNN convolution (the real op still runs)."""
-    op = layers.ONEDNN_CONV
+    op = cpu_kernels.ONEDNN_CONV
     if op is None:
         pytest.skip('this torch build has no oneDNN')
     calls = []
@@ -172,7 +173,7 @@ def fused_calls(monkeypatch):
         calls.append(args[7])   # the activation
         return op(*args)
 
-    monkeypatch.setattr(layers, 'ONEDNN_CONV', counted)
+    monkeypatch.setattr(cpu_kernels, 'ONEDNN_CONV', counted)
     return calls
 
 

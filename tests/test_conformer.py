@@ -7,10 +7,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mmhybrid.converters import CheckpointMismatchError, convert_conformer, load_state_dict_checked
+from mmhybrid.checkpoints import CheckpointMismatchError, load_state_dict_checked
+from mmhybrid.checkpoints.converters import convert_conformer
 from mmhybrid.models import Conformer
 from mmhybrid.models.conformer import FCUDown, FCUUp, add_upsampled
-from mmhybrid.models.layers import conv_bn
+from mmhybrid.models.kernels import conv_bn
 
 from family_archs import old_layout_state, randomize
 

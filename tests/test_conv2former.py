@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from mmhybrid.converters import CheckpointMismatchError, convert_conv2former, load_state_dict_checked
+from mmhybrid.checkpoints import CheckpointMismatchError, load_state_dict_checked
+from mmhybrid.checkpoints.converters import convert_conv2former
 from mmhybrid.models import Conv2Former
 
 from family_archs import old_layout_state

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmhybrid.converters import CONVERTERS, CheckpointMismatchError, convert_crossformer, load_state_dict_checked
+from mmhybrid.checkpoints import CheckpointMismatchError, families, load_state_dict_checked
+from mmhybrid.checkpoints.converters import convert_crossformer
 from mmhybrid.models import CrossFormer
 from mmhybrid.registry import MODELS
 
@@ -104,7 +105,7 @@ def test_converter_reads_raw_training_mmengine_ddp_and_detector_files_alike(fami
     """The family's converter (as the registry names it) turns an official classification file in each
     wrapping into exactly the backbone's keys, classifier dropped, and the values load strictly."""
     backbone = MODELS.build(dict(type=f'mmhybrid.{family}', arch=SMALL_ARCH[family]))
-    convert = CONVERTERS[type(backbone).key]
+    convert = families()[type(backbone).key].converter
     official = official_state(family, backbone)
     expected = convert(official)
     assert expected.keys() == backbone.state_dict().keys()

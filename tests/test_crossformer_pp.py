@@ -5,9 +5,10 @@ import copy
 import pytest
 import torch
 
-from mmhybrid.converters import CheckpointMismatchError, convert_crossformer, convert_crossformer_pp
+from mmhybrid.checkpoints import CheckpointMismatchError
+from mmhybrid.checkpoints.converters import convert_crossformer, convert_crossformer_pp
 from mmhybrid.models import CrossFormer, CrossFormerPP
-from mmhybrid.models.base import identify_checkpoint
+from mmhybrid.checkpoints import identify_checkpoint
 from mmhybrid.models.crossformer import GroupAttention, Grouping, block_groupings
 
 # the custom net of the parity fixtures

@@ -8,7 +8,8 @@ import torch
 import torch.nn as nn
 from torch.profiler import profile
 
-from mmhybrid.converters import CheckpointMismatchError, convert_cvt, load_state_dict_checked
+from mmhybrid.checkpoints import CheckpointMismatchError, load_state_dict_checked
+from mmhybrid.checkpoints.converters import convert_cvt
 from mmhybrid.models import CvT
 from mmhybrid.models.cvt import ConvAttention, QuickGELU, stage_drop_paths
 

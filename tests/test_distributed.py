@@ -22,7 +22,7 @@ import torch
 from mmengine.config import Config
 
 from mmhybrid.analysis.preflight import tiny_config
-from mmhybrid.utils import load_checkpoint_file
+from mmhybrid.checkpoints import load_checkpoint_file
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOLS = ROOT / 'tools'

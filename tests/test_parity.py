@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmhybrid.converters import load_state_dict_checked
+from mmhybrid.checkpoints import load_state_dict_checked
 from mmhybrid.models.base import registered_families
 
 REFERENCE_DIR = Path(os.environ.get('MMHYBRID_REFERENCE_DIR', Path(__file__).parent / 'reference'))

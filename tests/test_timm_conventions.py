@@ -26,6 +26,7 @@ from timm.models._features import FeatureGetterNet
 from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
 import mmhybrid.timm_models as tm
+from mmhybrid.models import kernels, layers
 from mmhybrid.registry import MODELS
 
 from family_archs import SMALL_ARCH, randomize
@@ -248,6 +249,44 @@ def test_fx_feature_extraction_of_every_backbone_equals_eager_at_any_size(family
     # the input check runs in the graph too
     with pytest.raises(ValueError, match='expects 3 input channels'):
         torch.fx.symbolic_trace(backbone)(torch.randn(1, 4, 32, 32))
+
+
+#: helpers of layers.py / kernels.py that each family calls from its own module: every call site must be a
+#: leaf of a traced graph (their shape-dependent Python and per-call decisions run when the graph runs)
+SHARED_LEAVES = {
+    'CloFormer': (kernels.conv_act, kernels.depthwise_conv),
+    'Conformer': (layers.pad_bottom_right, kernels.attention, kernels.depthwise_conv),
+    'Conv2Former': (layers.pad_bottom_right, ),
+    'CrossFormer': (layers.pad_bottom_right, ),
+    'CrossFormerPP': (layers.pad_bottom_right, kernels.depthwise_conv),
+    'CvT': (layers.pad_bottom_right, kernels.attention, kernels.depthwise_conv),
+}
+
+
+@pytest.mark.parametrize('family', list(SMALL_ARCH))
+def test_shared_helpers_are_leaves_of_the_traced_graph_of_every_family(family):
+    """``fx_leaf`` declares a helper a leaf once, where it is defined: a family module that imports it
+    declares nothing, and ``torch.fx.symbolic_trace`` still records one call node per call."""
+    backbone = MODELS.get(family)(arch=SMALL_ARCH[family]).eval()
+    targets = {n.target for n in torch.fx.symbolic_trace(backbone).graph.nodes if n.op == 'call_function'}
+    for helper in SHARED_LEAVES[family] + (layers.autocast_output, ):
+        assert helper in targets, f'{helper.__name__} is not a leaf of the {family} graph'
+
+
+def test_a_shared_helper_is_a_leaf_in_code_that_never_declared_it():
+    """Traced from this test module: the call is one node, the padding runs when the graph runs (any size),
+    and tracing the graph module again keeps the node."""
+    def pad_then_double(x):
+        return layers.pad_bottom_right(x, 4, 4) * 2
+
+    graph_module = torch.fx.symbolic_trace(pad_then_double)
+    calls = [n.target for n in graph_module.graph.nodes if n.op == 'call_function']
+    assert calls[0] is layers.pad_bottom_right
+    for shape, padded in (((1, 2, 5, 6), (8, 8)), ((1, 2, 9, 4), (12, 4))):
+        x = torch.randn(shape)
+        assert torch.equal(graph_module(x), pad_then_double(x)) and graph_module(x).shape[-2:] == padded
+    again = torch.fx.symbolic_trace(graph_module)
+    assert layers.pad_bottom_right in {n.target for n in again.graph.nodes if n.op == 'call_function'}
 
 
 def _fx_model(model: nn.Module, tracer_kwargs: dict) -> nn.Module:

@@ -19,23 +19,14 @@ import torch
 import torch.nn.functional as F
 
 import mmhybrid.timm_models as tm
-from mmhybrid.converters import CheckpointMismatchError
+from mmhybrid.checkpoints import CheckpointMismatchError
 from mmhybrid.registry import MODELS
 
-from family_archs import OLD_LAYOUT_FAMILIES, official_head, official_state, old_layout_state, randomize
+from family_archs import OLD_LAYOUT_FAMILIES, SMALL_ARCH, official_head, official_state, old_layout_state, randomize
 
 REFERENCE_DIR = Path(__file__).parent / 'reference'
 FAMILY = {f.backbone: f for f in tm.FAMILIES}
 NAMES = list(tm.VARIANTS)
-TINY = {
-    'CrossFormer': dict(embed_dims=32, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8)),
-    'Conv2Former': dict(embed_dims=(16, 32, 48, 64), depths=(1, 1, 1, 1), kernel_size=5),
-    'Conformer': dict(patch_size=16, channel_ratio=1, base_channels=16, embed_dims=32, num_heads=2, depth=6),
-    'CvT': dict(embed_dims=(16, 32, 48), depths=(1, 2, 2), num_heads=(1, 2, 3)),
-    'CloFormer': dict(embed_dims=(16, 32, 48, 64), depths=(1, 1, 1, 1), num_heads=(2, 2, 3, 4),
-                      group_splits=((1, 1), (1, 1), (2, 1), (1, 3))),
-    'CrossFormerPP': dict(embed_dims=32, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8)),
-}
 
 
 def backbone_class(family_name: str, what: str = ''):
@@ -85,7 +76,7 @@ def official_logits(family_name: str, sd: dict, features) -> torch.Tensor:
 
 
 def tiny(family_name: str, **kwargs) -> tm.HybridTimmModel:
-    return tm.HybridTimmModel(FAMILY[family_name], MODELS.get(family_name), arch=TINY[family_name], **kwargs).eval()
+    return tm.HybridTimmModel(FAMILY[family_name], MODELS.get(family_name), arch=SMALL_ARCH[family_name], **kwargs).eval()
 
 
 # --------------------------------------------------------------------------------------
@@ -241,14 +232,14 @@ def test_official_weights_give_the_official_outputs_through_timm_as_through_open
 # --------------------------------------------------------------------------------------
 # Loading rules (tiny archs)
 # --------------------------------------------------------------------------------------
-@pytest.mark.parametrize('family_name', list(TINY))
+@pytest.mark.parametrize('family_name', list(SMALL_ARCH))
 def test_the_head_comes_from_the_same_container_as_the_backbone(family_name, tmp_path):
     model = tiny(family_name)
     a, b = official_state(family_name, model.backbone, seed=1), official_state(family_name, model.backbone, seed=2)
     torch.save({'state_dict': a, 'state_dict_ema': b}, tmp_path / 'both.pth')
     model.load_pretrained(str(tmp_path / 'both.pth'))
     chosen = b if family_name == 'Conv2Former' else a  # Conv2Former files: the EMA weights are the published ones
-    reference = MODELS.build(dict(type=f'mmhybrid.{family_name}', arch=TINY[family_name],
+    reference = MODELS.build(dict(type=f'mmhybrid.{family_name}', arch=SMALL_ARCH[family_name],
                                   init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'both.pth'))))
     reference.init_weights()
     own = model.state_dict()
@@ -298,7 +289,7 @@ def test_load_state_dict_accepts_official_and_own_formats_and_openmmlab_accepts_
     timm.models.load_checkpoint(fresh, str(tmp_path / 'official.pth'))  # create_model(checkpoint_path=...)
     assert torch.equal(fresh.backbone.layers[3].blocks[0].mlp.fc2.weight, official['layers.3.blocks.0.mlp.fc2.weight'])
     torch.save(model.state_dict(), tmp_path / 'timm.pth')  # a timm-trained file back in OpenMMLab
-    reference = MODELS.build(dict(type='mmhybrid.CrossFormer', arch=TINY['CrossFormer'],
+    reference = MODELS.build(dict(type='mmhybrid.CrossFormer', arch=SMALL_ARCH['CrossFormer'],
                                   init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'timm.pth'))))
     reference.init_weights()
     assert all(torch.equal(v, official[k]) for k, v in reference.state_dict().items())
@@ -421,7 +412,7 @@ def test_cvt_huggingface_file_fills_the_classifier_and_gives_the_official_logits
 
 
 def test_cvt_without_class_token_classifies_the_mean_of_the_normalised_tokens():
-    model = tm.HybridTimmModel(FAMILY['CvT'], MODELS.get('CvT'), arch=dict(TINY['CvT'], cls_token=False)).eval()
+    model = tm.HybridTimmModel(FAMILY['CvT'], MODELS.get('CvT'), arch=dict(SMALL_ARCH['CvT'], cls_token=False)).eval()
     official = {'norm.weight': torch.rand(48) + 0.5, 'norm.bias': torch.randn(48),
                 'head.weight': torch.randn(1000, 48), 'head.bias': torch.randn(1000)}
     model.head.load_state_dict({'norm.weight': official['norm.weight'], 'norm.bias': official['norm.bias'],
@@ -474,12 +465,12 @@ def test_data_config_and_drop_path_follow_timm_conventions():
 
 def test_a_family_without_classifier_returns_the_multiscale_maps():
     family = dataclasses.replace(FAMILY['CrossFormer'], head=None)
-    model = tm.HybridTimmModel(family, MODELS.get('CrossFormer'), arch=TINY['CrossFormer'], num_classes=0).eval()
+    model = tm.HybridTimmModel(family, MODELS.get('CrossFormer'), arch=SMALL_ARCH['CrossFormer'], num_classes=0).eval()
     with torch.no_grad():
         outs = model(torch.randn(1, 3, 64, 64))
     assert [o.shape[1] for o in outs] == [32, 64, 128, 256] and model.num_classes == 0
     with pytest.raises(ValueError, match='no classification head for CrossFormer'):
-        tm.HybridTimmModel(family, MODELS.get('CrossFormer'), arch=TINY['CrossFormer'], num_classes=10)
+        tm.HybridTimmModel(family, MODELS.get('CrossFormer'), arch=SMALL_ARCH['CrossFormer'], num_classes=10)
 
 
 def test_bad_requests_get_clear_errors(monkeypatch):

@@ -204,7 +204,7 @@ def test_safe_loader_reads_mmengine_checkpoints_and_switches_nothing_global(toy_
     code = f"""
 import json, torch
 import mmhybrid
-from mmhybrid.utils import load_checkpoint_file
+from mmhybrid.checkpoints import load_checkpoint_file
 def load(path, reader):
     try:
         ckpt = reader(path)
@@ -225,7 +225,7 @@ def test_allowlisted_getattr_resolves_only_history_buffer_statistics(tmp_path):
     code = f"""
 import json, numpy, torch
 from mmengine.logging import HistoryBuffer
-from mmhybrid.utils import load_checkpoint_file
+from mmhybrid.checkpoints import load_checkpoint_file
 
 class Reach:
     def __init__(self, obj, name):

@@ -33,8 +33,8 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import mmhybrid  # noqa: E402,F401  (registers the project's models)
-from mmhybrid.converters import CheckpointMismatchError  # noqa: E402
-from mmhybrid.utils import (CheckpointLoadError, DatasetClassesError, DatasetNotFoundError,  # noqa: E402
+from mmhybrid.checkpoints import CheckpointLoadError, CheckpointMismatchError  # noqa: E402
+from mmhybrid.utils import (DatasetClassesError, DatasetNotFoundError,  # noqa: E402
                             LauncherError, check_dataset_classes, check_dataset_paths,
                             finish_distributed, setup_distributed_without_cuda)
 

@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from ..analysis.build import build_model_from_config, config_scope
 from ..analysis.preflight import training_shape
-from ..utils.checkpoint import CheckpointLoadError, load_checkpoint_file
+from ..checkpoints import CheckpointLoadError, load_checkpoint_file
 from ..utils.config import config_dicts
 from ..utils.datasets import config_classes
 from .detectors import DetectorGraph, UnsupportedModelError

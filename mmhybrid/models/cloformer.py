@@ -28,24 +28,18 @@ results where it runs:
   last block (before that block's downsampling FFN), the last stage after its
   last block, as the parity fixtures record.
 """
-from typing import Dict, Sequence, Tuple, Union
+from typing import Dict, List, Sequence, Tuple, Union
 
 import torch
-import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
 
-from ..converters.cloformer import convert_cloformer
+from ..checkpoints.converters.cloformer import convert_cloformer
 from ..registry import MODELS
 from .base import HybridBackbone, per_stage
-from .layers import DropPath, conv_act, depthwise_conv, drop_path_rates
-
-# conv_act chooses between a fused oneDNN convolution and the plain one per call: a leaf of
-# FX graphs, so a traced model decides at run time as the eager one (equal outputs)
-torch.fx.wrap('conv_act')
-# depthwise_conv picks the fast layout/precision of CPU training per call: a leaf as well
-torch.fx.wrap('depthwise_conv')
+from .kernels import conv_act, depthwise_conv
+from .layers import DropPath, drop_path_rates
 
 
 def _channels_norm(dims: int) -> nn.GroupNorm:
@@ -276,9 +270,8 @@ class CloFormer(HybridBackbone):
     after its last block. The network runs in channels_last memory layout: on
     CPU the 1x1 convs and the depthwise convs need no layout conversions, the
     global branch's q/k/v views and the attention output are free reshapes,
-    and the GroupNorms have a channels_last kernel (CloFormer-S forward at
-    512x512, two threads: 196 ms vs 257 ms in NCHW); the returned maps are
-    ordinary contiguous NCHW tensors.
+    and the GroupNorms have a channels_last kernel, so the forward is faster
+    than in NCHW; the returned maps are ordinary contiguous NCHW tensors.
 
     Args:
         arch (str | dict): 'xxs', 'xs', 's', or a dict with ``embed_dims``,
@@ -336,23 +329,27 @@ class CloFormer(HybridBackbone):
                  drop_path_rate: float = 0.1,
                  norm_cfg: dict = dict(type='BN'),
                  **kwargs):
+        self.drop_path_rate = drop_path_rate
+        self.norm_cfg = norm_cfg
         super().__init__(arch=arch, **kwargs)
-        spec = self.arch_spec
+
+    def build(self, spec: dict) -> Tuple[Tuple[int, ...], List[int]]:
+        """``patch_embed`` and the stages (``layers``); the stage widths at strides ``4 * 2^i``."""
         stages = self._validate(spec)
         dims = stages['embed_dims']
         num = len(dims)
 
-        self.patch_embed = ConvStem(self.in_channels, dims[0], norm_cfg)
+        self.patch_embed = ConvStem(self.in_channels, dims[0], self.norm_cfg)
         self.layers = nn.ModuleList()
-        for i, rates in enumerate(drop_path_rates(drop_path_rate, stages['depths'])):
+        for i, rates in enumerate(drop_path_rates(self.drop_path_rate, stages['depths'])):
             last = i == num - 1
             self.layers.append(CloLayer([
                 CloBlock(dims[i], dims[i] if last or j < len(rates) - 1 else dims[i + 1],
                          stages['num_heads'][i], stages['group_splits'][i], stages['kernel_sizes'][i],
                          stages['pool_sizes'][i], stages['mlp_kernel_sizes'][i], stages['mlp_ratios'][i],
-                         downsample=not last and j == len(rates) - 1, drop_path=rate, norm_cfg=norm_cfg)
+                         downsample=not last and j == len(rates) - 1, drop_path=rate, norm_cfg=self.norm_cfg)
                 for j, rate in enumerate(rates)]))
-        self._finish_init(dims, [4 * 2**i for i in range(num)])
+        return dims, [4 * 2**i for i in range(num)]
 
     def _validate(self, spec: dict) -> dict:
         """Per-stage tuples of every option, checked against each other."""

@@ -44,22 +44,18 @@ import math
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
-import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.model.weight_init import trunc_normal_
 
-from ..converters.conformer import convert_conformer, official_to_layout, stage_ends
+from ..checkpoints.converters.conformer import convert_conformer, official_to_layout, stage_ends
 from ..registry import MODELS
 from .base import HybridBackbone
-from .layers import (DropPath, Mlp, attention, bn_affine, conv_bn, drop_path_rates, has_hooks, pad_bottom_right,
-                     trunc_normal_init)
+from .kernels import attention, conv_bn
+from .layers import DropPath, Mlp, bn_affine, drop_path_rates, fx_leaf, has_hooks, pad_bottom_right, trunc_normal_init
 
-# size-dependent Python runs as leaves of FX graphs (see add_upsampled, token_grid), so a
-# traced model works at any input size
-torch.fx.wrap('pad_bottom_right')
-# attention picks the plain ops or SDPA's kernel per call (layers.attention): a leaf as well
-torch.fx.wrap('attention')
+# size-dependent Python runs as leaves of FX graphs (``fx_leaf``: add_upsampled, token_grid, and
+# the shared pad_bottom_right), so a traced model works at any input size
 
 
 # --------------------------------------------------------------------------------------
@@ -76,6 +72,7 @@ def conv_bn_act(x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d, relu: bool
     return y.relu_() if relu else y
 
 
+@fx_leaf
 def add_upsampled(x: torch.Tensor, small: torch.Tensor, scale: int) -> torch.Tensor:
     """``x + nearest_upsample(small, scale)``, cut to ``x``'s size, without the upsampled map.
 
@@ -96,16 +93,11 @@ def add_upsampled(x: torch.Tensor, small: torch.Tensor, scale: int) -> torch.Ten
     return out.reshape(b, c, height, width)
 
 
-torch.fx.wrap('add_upsampled')
-
-
+@fx_leaf
 def token_grid(x: torch.Tensor, patch_size: int) -> Tuple[int, int]:
     """The transformer's patch grid for the ``(B, C, H, W)`` images ``x``: ``ceil(side / patch_size)``
     (a leaf of FX graphs)."""
     return math.ceil(x.shape[-2] / patch_size), math.ceil(x.shape[-1] / patch_size)
-
-
-torch.fx.wrap('token_grid')
 
 
 # --------------------------------------------------------------------------------------
@@ -450,8 +442,13 @@ class Conformer(HybridBackbone):
                  with_tokens: bool = False,
                  norm_eval: Optional[bool] = None,
                  **kwargs):
+        self.drop_path_rate = drop_path_rate
+        self.with_tokens = with_tokens
         super().__init__(arch=arch, norm_eval=norm_eval, **kwargs)
-        spec = self.arch_spec
+
+    def build(self, spec: dict) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
+        """The stem (``conv1``, ``bn1``), ``cls_token`` and the stages (``stages``); widths C1, 2 C1, 4 C1,
+        4 C1 at strides 4, 8, 16, 32."""
         self.patch_size = spec['patch_size']
         self.embed_dims = spec['embed_dims']
         depth, mlp_ratio = spec.get('depth', 12), spec.get('mlp_ratio', 4)
@@ -461,25 +458,13 @@ class Conformer(HybridBackbone):
         if depth < 6 or depth % 3:
             raise ValueError(f'depth must be a multiple of 3 and at least 6, got {depth}.')
         self.depth = depth
-        self.with_tokens = with_tokens
         c1 = int(spec.get('base_channels', 64) * spec['channel_ratio'])
-        dw = self.patch_size // 4
-        rates = drop_path_rates(drop_path_rate, [depth])[0]
-        per_stage = depth // 3
+        dw = self.patch_size // 4   # stem pixels per token along each side
+        rates = drop_path_rates(self.drop_path_rate, [depth])[0]
 
         self.cls_token = nn.Parameter(torch.zeros(1, 1, self.embed_dims))
         self.conv1 = nn.Conv2d(self.in_channels, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)   # eps 1e-5 here (official), 1e-6 in the blocks
-
-        def fused_block(i: int) -> ConvTransBlock:
-            """Block i (2..depth); a width's first block halves the map and doubles the width."""
-            width_index = (i - 1) // per_stage  # 0, 1, 2 for the three widths
-            width = c1 * 2**width_index
-            widens = i == width_index * per_stage + 1 and width_index > 0
-            return ConvTransBlock(
-                width // 2 if widens else width, width, self.embed_dims, spec['num_heads'],
-                stride=2 if widens else 1, res_conv=widens, dw_stride=dw // 2**width_index, mlp_ratio=mlp_ratio,
-                drop_path=rates[i - 1], last_fusion=i == depth)
 
         # the blocks (1..depth, block 1 the uncoupled first one) after which each output stage ends
         self.stage_ends = stage_ends(depth)
@@ -488,9 +473,29 @@ class Conformer(HybridBackbone):
                      trans_block=TransformerBlock(self.embed_dims, spec['num_heads'], mlp_ratio, drop_path=rates[0]))
         starts = (2, ) + tuple(end + 1 for end in self.stage_ends[:-1])
         self.stages = nn.ModuleList(
-            ConformerStage([fused_block(i) for i in range(start, end + 1)], **(first if k == 0 else {}))
+            ConformerStage([self._fused_block(i, c1, spec['num_heads'], mlp_ratio, rates[i - 1])
+                            for i in range(start, end + 1)], **(first if k == 0 else {}))
             for k, (start, end) in enumerate(zip(starts, self.stage_ends)))
-        self._finish_init((c1, 2 * c1, 4 * c1, 4 * c1), (4, 8, 16, 32))
+        return (c1, 2 * c1, 4 * c1, 4 * c1), (4, 8, 16, 32)
+
+    def _fused_block(self, i: int, c1: int, num_heads: int, mlp_ratio: float, drop_path: float) -> ConvTransBlock:
+        """Fused block i (2..depth); a width's first block halves the map and doubles the width.
+
+        Args:
+            i: the block's number (block 1 is the uncoupled first one).
+            c1: the CNN width of stage 0.
+            num_heads: attention heads.
+            mlp_ratio: MLP ratio of the transformer block.
+            drop_path: its stochastic depth rate.
+        """
+        per_stage = self.depth // 3
+        width_index = (i - 1) // per_stage  # 0, 1, 2 for the three widths
+        width = c1 * 2**width_index
+        widens = i == width_index * per_stage + 1 and width_index > 0
+        return ConvTransBlock(
+            width // 2 if widens else width, width, self.embed_dims, num_heads, stride=2 if widens else 1,
+            res_conv=widens, dw_stride=self.patch_size // 4 // 2**width_index, mlp_ratio=mlp_ratio,
+            drop_path=drop_path, last_fusion=i == self.depth)
 
     # -- structure --------------------------------------------------------------------
     def blocks(self) -> List[ConvTransBlock]:
@@ -527,10 +532,6 @@ class Conformer(HybridBackbone):
                 nn.init.zeros_(m.bias)
 
     # -- forward ----------------------------------------------------------------------
-    def token_grid(self, height: int, width: int) -> Tuple[int, int]:
-        """The transformer's patch grid for an image of ``height x width``: ``ceil(side / patch_size)``."""
-        return math.ceil(height / self.patch_size), math.ceil(width / self.patch_size)
-
     def forward(self, x: torch.Tensor) -> Tuple:
         """``(B, C, H, W)`` -> maps of ``ceil(H / s) x ceil(W / s)`` for the stages in ``out_indices``
         (and, with ``with_tokens``, ``(patch_tokens, cls_token)`` last)."""

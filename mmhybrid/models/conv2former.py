@@ -27,22 +27,14 @@ results where it runs:
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
-import torch.fx
 import torch.nn as nn
 
-from ..converters.common import CheckpointMismatchError
-from ..converters.conv2former import CONTAINER_PREFERENCE, convert_conv2former, official_to_layout
+from ..checkpoints import CheckpointMismatchError
+from ..checkpoints.converters.conv2former import CONTAINER_PREFERENCE, convert_conv2former, official_to_layout
 from ..registry import MODELS
 from .base import HybridBackbone
-from .layers import (DropPath, LayerNorm2d, depthwise_conv, drop_path_rates, onednn_conv, onednn_conv_binary,
-                     onednn_inference, pad_bottom_right, trunc_normal_init)
-
-# leaves of FX graphs (torch.fx / torchvision feature extraction record a call, run when
-# the graph runs): the size-dependent padding, and each block, which chooses between its
-# fused inference path and the plain one at run time as the eager model does
-torch.fx.wrap('pad_bottom_right')
-# depthwise_conv picks the fast layout/precision of CPU training per call
-torch.fx.wrap('depthwise_conv')
+from .kernels import depthwise_conv, onednn_conv, onednn_conv_binary, onednn_inference
+from .layers import DropPath, LayerNorm2d, drop_path_rates, fx_leaf, pad_bottom_right, trunc_normal_init
 
 
 # --------------------------------------------------------------------------------------
@@ -205,6 +197,7 @@ class Conv2FormerBlock(nn.Module):
         return onednn_conv_binary(y, x, mlp.fc2, 'add', mlp.fc2.weight * ls[:, None, None, None], mlp.fc2.bias * ls)
 
 
+@fx_leaf
 def conv2former_block(block: Conv2FormerBlock, x: torch.Tensor) -> torch.Tensor:
     """``block(x)``: :meth:`~Conv2FormerBlock.forward_fused` where ``onednn_inference`` allows it,
     else :meth:`~Conv2FormerBlock.forward_plain`.
@@ -215,9 +208,6 @@ def conv2former_block(block: Conv2FormerBlock, x: torch.Tensor) -> torch.Tensor:
     if not block.training and onednn_inference(x, *block.modules()):
         return block.forward_fused(x)
     return block.forward_plain(x)
-
-
-torch.fx.wrap('conv2former_block')
 
 
 class Conv2FormerStage(nn.Module):
@@ -292,10 +282,10 @@ class Conv2Former(HybridBackbone):
       blocks ``stages.i.blocks.j`` (``stages.i.j``);
     * ``out_norms.i``: the optional output norms (not in the official network).
 
-    The network runs in channels_last memory layout: on CPU
-    the LayerNorms then need no copies and the MLP's depthwise 3x3 conv is many
-    times faster than in NCHW (Conv2Former-T at 256x256, one thread: 187 ms vs
-    236 ms); the returned maps are ordinary contiguous NCHW tensors.
+    The network runs in channels_last memory layout: on CPU the LayerNorms then
+    need no copies and the MLP's depthwise 3x3 conv is many times faster than in
+    NCHW, so the whole forward is faster; the returned maps are ordinary contiguous
+    NCHW tensors.
 
     Args:
         arch (str | dict): 'nano', 'tiny', 'small', 'base', 'large' (or 'n', 't', 's',
@@ -356,14 +346,20 @@ class Conv2Former(HybridBackbone):
                  kernel_size: Optional[int] = None,
                  drop_path_rate: float = 0.2,
                  **kwargs):
+        # the argument (None: the arch's); build replaces it with the kernel size in use
+        self.kernel_size = kernel_size
+        self.drop_path_rate = drop_path_rate
         super().__init__(arch=arch, **kwargs)
-        spec = self.arch_spec
+        self.register_load_state_dict_pre_hook(_refuse_other_kernel_size)
+
+    def build(self, spec: dict) -> Tuple[Tuple[int, ...], List[int]]:
+        """``stem`` and ``stages`` from the arch; widths as given (or ``D * 2^i``), strides ``4 * 2^i``."""
         depths = tuple(spec['depths'])
         dims = spec['embed_dims']
         dims = tuple(dims * 2**i for i in range(len(depths))) if isinstance(dims, int) else tuple(dims)
         if len(dims) != len(depths):
             raise ValueError(f'embed_dims {dims} and depths {depths} differ in length.')
-        self.kernel_size = kernel_size if kernel_size is not None else spec.get('kernel_size', 11)
+        self.kernel_size = self.kernel_size if self.kernel_size is not None else spec.get('kernel_size', 11)
         if not isinstance(self.kernel_size, int) or self.kernel_size < 1 or self.kernel_size % 2 == 0:
             raise ValueError(f'kernel_size must be a positive odd int, got {self.kernel_size!r}.')
         mlp_ratio = spec.get('mlp_ratio', 4)
@@ -371,9 +367,8 @@ class Conv2Former(HybridBackbone):
         self.stem = ConvStem(self.in_channels, dims[0])
         self.stages = nn.ModuleList(
             Conv2FormerStage(dims[i - 1] if i else None, dims[i], self.kernel_size, mlp_ratio, rates)
-            for i, rates in enumerate(drop_path_rates(drop_path_rate, depths)))
-        self._finish_init(dims, [4 * 2**i for i in range(len(dims))])
-        self.register_load_state_dict_pre_hook(_refuse_other_kernel_size)
+            for i, rates in enumerate(drop_path_rates(self.drop_path_rate, depths)))
+        return dims, [4 * 2**i for i in range(len(dims))]
 
     def stem_modules(self) -> List[nn.Module]:
         return [self.stem]

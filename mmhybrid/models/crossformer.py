@@ -19,21 +19,20 @@ from functools import lru_cache
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
-import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..converters.crossformer import convert_crossformer
+from ..checkpoints.converters.crossformer import convert_crossformer
 from ..registry import MODELS
 from .base import HybridBackbone, per_stage
-from .layers import (DropPath, Mlp, _being_traced, biased_attention, drop_path_rates, has_hooks,
-                     pad_bottom_right, trunc_normal_init)
+from .kernels import biased_attention
+from .layers import (DropPath, Mlp, being_traced, drop_path_rates, fx_leaf, has_hooks, pad_bottom_right,
+                     trunc_normal_init)
 
-# Shape-dependent Python runs as leaves of FX graphs (torch.fx / torchvision feature
-# extraction record a call, executed when the graph runs), so a traced model works at
-# any input size: the padding, the groupings of a stage, the position tables and the
+# Shape-dependent Python runs as leaves of FX graphs (``fx_leaf``: torch.fx / torchvision
+# feature extraction record a call, executed when the graph runs), so a traced model works
+# at any input size: the padding, the groupings of a stage, the position tables and the
 # attention over the groups (its loop runs over the runs of groups of the current size).
-torch.fx.wrap('pad_bottom_right')
 
 # --------------------------------------------------------------------------------------
 # Grouping geometry
@@ -105,13 +104,11 @@ class Grouping:
 SMALL_MAP_SIDE = {'shorter': min, 'longer': max}
 
 
+@fx_leaf
 def stage_groupings(x: torch.Tensor, group: int, interval: int, lda: str,
                     small_maps: str = 'shorter') -> Tuple[Grouping, Grouping]:
     """:func:`block_groupings` for the ``(B, H, W, C)`` tokens ``x`` of a stage (a leaf of FX graphs)."""
     return block_groupings(x.shape[1], x.shape[2], group, interval, lda, small_maps)
-
-
-torch.fx.wrap('stage_groupings')
 
 
 @lru_cache(maxsize=256)
@@ -134,6 +131,7 @@ def block_groupings(height: int, width: int, group: int, interval: int, lda: str
 # --------------------------------------------------------------------------------------
 # Dynamic position bias
 # --------------------------------------------------------------------------------------
+@fx_leaf
 def relative_position_tables(gh: int, gw: int, device: torch.device,
                              dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor]:
     """The tables of :func:`_relative_position_tables`, cached in eager mode only.
@@ -145,9 +143,6 @@ def relative_position_tables(gh: int, gw: int, device: torch.device,
     if torch.compiler.is_compiling() or torch._guards.detect_fake_mode() is not None:
         return _relative_position_tables.__wrapped__(gh, gw, device, dtype)
     return _relative_position_tables(gh, gw, device, dtype)
-
-
-torch.fx.wrap('relative_position_tables')
 
 
 @lru_cache(maxsize=128)
@@ -187,7 +182,7 @@ def _bias_cache_key(module: nn.Module, group_shape: Tuple[int, int], device: tor
             or not isinstance(device, torch.device)):   # an FX proxy while torch.fx traces
         return None
     params = list(module.parameters())
-    if _being_traced(params[0]) or has_hooks(*module.modules()):
+    if being_traced(params[0]) or has_hooks(*module.modules()):
         return None
     amp = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
     return (tuple(group_shape), device, amp, tuple((p.data_ptr(), p._version, p.dtype) for p in params))
@@ -230,8 +225,7 @@ class DynamicPosBias(nn.Module):
         offsets, index = relative_position_tables(gh, gw, device, self.pos_proj.weight.dtype)
         table = self.pos3(self.pos2(self.pos1(self.pos_proj(offsets))))  # (T, heads)
         # gathered head-major, so the bias is contiguous: the attention adds it to every group's
-        # scores, and a bias strided by the head count made those adds (and CPU training) slower
-        # (CrossFormer-S bf16 training at 800x1216, two threads: 2.92-4.19 s -> 2.45 s)
+        # scores, and those adds (and so CPU training) are slower on a bias strided by the head count
         return table.t().contiguous().index_select(1, index).reshape(-1, gh, gw, gh, gw)
 
 
@@ -263,6 +257,11 @@ class GroupAttention(nn.Module):
         return self.proj(grouped_attention(self.qkv(x), bias, grouping, self.num_heads))
 
 
+# False: grouped_attention trains the position bias through plain SDPA (the math kernel on CPU)
+FUSED_BIAS_GRAD = True
+
+
+@fx_leaf
 def grouped_attention(qkv: torch.Tensor, bias: torch.Tensor, grouping: Grouping, heads: int) -> torch.Tensor:
     """Attention inside the groups of ``grouping`` (a leaf of FX graphs).
 
@@ -276,10 +275,10 @@ def grouped_attention(qkv: torch.Tensor, bias: torch.Tensor, grouping: Grouping,
         ``(B, H, W, C)`` attention outputs, before the output projection.
 
     Where the position bias is trained (grad mode on, bias requiring grad) the attention
-    runs through ``layers.biased_attention``: on CPU a fused forward and a chunked
-    backward instead of SDPA's math kernel, which keeps every score matrix for the
-    backward; on CUDA, in tracing/export and with ``FUSED_BIAS_GRAD = False`` (module
-    switch, e.g. for tests) it is ``F.scaled_dot_product_attention`` as in inference.
+    runs through ``kernels.biased_attention``: on CPU a chunked forward and backward
+    instead of SDPA's math kernel, which keeps every score matrix for the backward; on
+    CUDA, in tracing/export and with ``FUSED_BIAS_GRAD = False`` (module switch, e.g.
+    for tests) it is ``F.scaled_dot_product_attention`` as in inference.
     """
     b, h, w, c3 = qkv.shape
     c = c3 // 3
@@ -319,15 +318,9 @@ def grouped_attention(qkv: torch.Tensor, bias: torch.Tensor, grouping: Grouping,
     out = rows[0] if len(rows) == 1 else torch.cat(rows, dim=1)
     out = out.reshape(b, rh, ih, rw, iw, heads, gh, gw, hd)
     out = out.permute(0, 1, 6, 2, 3, 7, 4, 5, 8)
-    if _being_traced(out):   # torch.export's reshape decomposition takes this permutation for a view
+    if being_traced(out):   # torch.export's reshape decomposition takes this permutation for a view
         out = out.clone(memory_format=torch.contiguous_format)
     return out.reshape(b, hp, wp, c)[:, :h, :w]
-
-
-torch.fx.wrap('grouped_attention')
-
-# False: grouped_attention trains the position bias through plain SDPA (the math kernel on CPU)
-FUSED_BIAS_GRAD = True
 
 
 class CrossFormerBlock(nn.Module):
@@ -387,6 +380,7 @@ class CrossScaleEmbedding(nn.Module):
         return self.norm(x.permute(0, 2, 3, 1))
 
 
+@fx_leaf
 def embed_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """``conv(x)`` for a stem convolution of stride s and kernel k = m * s, with padding
     (k - s) / 2, on ``x`` whose sides are multiples of s.
@@ -395,10 +389,9 @@ def embed_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     rearranged: a stride-1 convolution with kernel m over the space-to-depth image
     (``pixel_unshuffle`` by s: s * s times the channels). oneDNN computes the weight
     gradient of a large strided kernel over 3 channels slowly: this form trains the
-    32 x 32 kernel 3-3.5x faster (CrossFormer-S at 800x1216: 630 -> 176 ms a step).
-    The parameters are the convolution's own; hooks on it see the call as usual (and an
-    empty batch, which ``pixel_unshuffle`` returns unchanged, takes ``conv``). A leaf
-    of FX graphs (``torch.fx.wrap``).
+    32 x 32 kernel several times faster. The parameters are the convolution's own;
+    hooks on it see the call as usual (and an empty batch, which ``pixel_unshuffle``
+    returns unchanged, takes ``conv``). A leaf of FX graphs (``fx_leaf``).
     """
     k, s, p = conv.kernel_size[0], conv.stride[0], conv.padding[0]
     if (x.device.type != 'cpu' or x.shape[0] == 0 or k < 4 * s or k % s or 2 * p != k - s or conv.kernel_size[1] != k
@@ -407,9 +400,6 @@ def embed_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     m, w = k // s, conv.weight
     w = w.reshape(w.shape[0], w.shape[1], m, s, m, s).permute(0, 1, 3, 5, 2, 4).reshape(w.shape[0], -1, m, m)
     return F.conv2d(F.pixel_unshuffle(F.pad(x, (p, p, p, p)), s), w, conv.bias)
-
-
-torch.fx.wrap('embed_conv')
 
 
 class CrossScaleMerging(nn.Module):
@@ -469,8 +459,106 @@ class CrossFormerStage(nn.Module):
 # --------------------------------------------------------------------------------------
 # Backbone
 # --------------------------------------------------------------------------------------
+class CrossFormerNetwork(HybridBackbone):
+    """The network of CrossFormer and CrossFormer++: cross-scale embedding, then stages of
+    alternating SDA/LDA blocks joined by cross-scale merging; its construction, random
+    init and forward.
+
+    Not a family itself (no ``key``, not registered): :class:`CrossFormer` and
+    ``CrossFormerPP`` derive from it and say what differs, as class attributes or
+    constructor arguments: the LDA mode (``lda``), the small-map rule (``small_maps``),
+    the block class (``block_type``) and further block arguments
+    (:meth:`block_kwargs`).
+
+    Args:
+        arch (str | dict): A name of the family's ``arch_zoo`` (or an alias), or a dict
+            with ``embed_dims``, ``depths``, ``num_heads``.
+        group_size (int | Sequence[int]): Group size G per stage.
+        interval (int | Sequence[int]): LDA interval I per stage.
+        mlp_ratio (float): MLP hidden width / token width.
+        patch_kernels (Sequence[int]): Cross-scale embedding kernels.
+        merge_kernels (Sequence[int]): Cross-scale merging kernels.
+        drop_path_rate (float): Stochastic depth, linear over all blocks.
+        lda (str, optional): The LDA grouping, 'interval' or 'dilated'; None: the class's ``lda``.
+        **kwargs: The arguments of every family: see :class:`~mmhybrid.models.base.HybridBackbone`.
+    """
+
+    #: LDA grouping: 'interval' (the I x I sub-grids of the map) or 'dilated' (G x G groups with step I)
+    lda: str
+    #: the small-map rule (:func:`block_groupings`): 'shorter' or 'longer'
+    small_maps: str
+    #: the block class of every stage (see :class:`CrossFormerStage`)
+    block_type: Callable[..., nn.Module] = CrossFormerBlock
+
+    def __init__(self, arch: Union[str, dict], group_size: Union[int, Sequence[int]],
+                 interval: Union[int, Sequence[int]], mlp_ratio: float, patch_kernels: Sequence[int],
+                 merge_kernels: Sequence[int], drop_path_rate: float, lda: Optional[str] = None, **kwargs):
+        if lda is not None:
+            self.lda = lda
+        self.group_size, self.interval, self.mlp_ratio = group_size, interval, mlp_ratio
+        self.patch_kernels, self.merge_kernels = patch_kernels, merge_kernels
+        self.drop_path_rate = drop_path_rate
+        super().__init__(arch=arch, **kwargs)
+
+    def block_kwargs(self, index: int, depth: int) -> dict:
+        """Further arguments of block ``index`` of a stage of ``depth`` blocks (here none)."""
+        return {}
+
+    def build(self, spec: dict) -> Tuple[List[int], List[int]]:
+        """Make ``patch_embed`` and the stages (``layers``).
+
+        Args:
+            spec: the resolved arch (``embed_dims``, ``depths``, ``num_heads``).
+
+        Returns:
+            The stage widths ``embed_dims * 2^i`` and strides ``4 * 2^i``.
+        """
+        depths, heads = tuple(spec['depths']), tuple(spec['num_heads'])
+        num_stages = len(depths)
+        if len(heads) != num_stages:
+            raise ValueError(f'depths {depths} and num_heads {heads} differ in length.')
+        groups = per_stage(self.group_size, num_stages, 'group_size')
+        intervals = per_stage(self.interval, num_stages, 'interval')
+        dims = [spec['embed_dims'] * 2**i for i in range(num_stages)]
+
+        self.patch_embed = CrossScaleEmbedding(self.in_channels, dims[0], self.patch_kernels)
+        self.layers = nn.ModuleList()
+        for i, dpr in enumerate(drop_path_rates(self.drop_path_rate, depths)):
+            self.layers.append(CrossFormerStage(
+                dims[i], depths[i], heads[i], groups[i], intervals[i], dpr, self.mlp_ratio,
+                self.merge_kernels if i < num_stages - 1 else None, self.block_type,
+                [self.block_kwargs(j, depths[i]) for j in range(depths[i])]))
+        return dims, [4 * 2**i for i in range(num_stages)]
+
+    def _default_init(self) -> None:
+        # Linear layers truncated normal, LayerNorms identity; convolutions keep PyTorch's default
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                trunc_normal_init(m)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """``(B, C, H, W)`` -> maps of size ``ceil(H / s) x ceil(W / s)`` for the stages in ``out_indices``."""
+        self.check_input(x)
+        x = self.patch_embed(x)
+        outs = []
+        for i, stage in enumerate(self.layers):
+            groupings = stage_groupings(x, stage.group_size, stage.interval, self.lda, self.small_maps)  # SDA, LDA
+            for j, block in enumerate(stage.blocks):
+                x = self.run_block(block, x, groupings[j % 2])
+            if i in self.out_indices:
+                outs.append(x.permute(0, 3, 1, 2).contiguous())
+            if i == self.out_indices[-1]:  # later stages would be computed for nothing
+                break
+            if stage.downsample is not None:
+                x = stage.downsample(x)
+        return self.finish_outputs(outs)
+
+
 @MODELS.register_module()
-class CrossFormer(HybridBackbone):
+class CrossFormer(CrossFormerNetwork):
     """CrossFormer backbone returning multi-scale NCHW maps (strides 4, 8, 16, 32).
 
     Args:
@@ -535,63 +623,11 @@ class CrossFormer(HybridBackbone):
                  merge_kernels: Sequence[int] = (2, 4),
                  drop_path_rate: float = 0.2,
                  **kwargs):
-        super().__init__(arch=arch, **kwargs)
-        if lda not in self.lda_modes:
-            raise ValueError(f'lda must be one of {self.lda_modes}, got {lda!r}.')
-        self.lda = lda
-        self._build(group_size, interval, mlp_ratio, patch_kernels, merge_kernels, drop_path_rate)
+        super().__init__(arch, group_size, interval, mlp_ratio, patch_kernels, merge_kernels, drop_path_rate,
+                         lda=lda, **kwargs)
 
-    def _build(self, group_size, interval, mlp_ratio, patch_kernels, merge_kernels, drop_path_rate,
-               block_type: Callable[..., nn.Module] = CrossFormerBlock,
-               block_kwargs: Optional[Callable[[int, int], dict]] = None) -> None:
-        """Build ``patch_embed`` and the stages (``layers``) from ``arch_spec``, then finish the init.
-
-        Args:
-            group_size, interval, mlp_ratio, patch_kernels, merge_kernels, drop_path_rate:
-                as the constructor's.
-            block_type (type): The block class of every stage (see :class:`CrossFormerStage`).
-            block_kwargs (callable, optional): ``(block index, stage depth) -> dict`` of further
-                block arguments (CrossFormer++: where the activation cooling layers are).
-        """
-        spec = self.arch_spec
-        depths, heads = tuple(spec['depths']), tuple(spec['num_heads'])
-        num_stages = len(depths)
-        if len(heads) != num_stages:
-            raise ValueError(f'depths {depths} and num_heads {heads} differ in length.')
-        groups = per_stage(group_size, num_stages, 'group_size')
-        intervals = per_stage(interval, num_stages, 'interval')
-        dims = [spec['embed_dims'] * 2**i for i in range(num_stages)]
-
-        self.patch_embed = CrossScaleEmbedding(self.in_channels, dims[0], patch_kernels)
-        self.layers = nn.ModuleList()
-        for i, dpr in enumerate(drop_path_rates(drop_path_rate, depths)):
-            extra = [block_kwargs(j, depths[i]) for j in range(depths[i])] if block_kwargs else None
-            self.layers.append(CrossFormerStage(
-                dims[i], depths[i], heads[i], groups[i], intervals[i], dpr, mlp_ratio,
-                merge_kernels if i < num_stages - 1 else None, block_type, extra))
-        self._finish_init(dims, [4 * 2**i for i in range(num_stages)])
-
-    def _default_init(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                trunc_normal_init(m)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        """``(B, C, H, W)`` -> maps of size ``ceil(H / s) x ceil(W / s)`` for the stages in ``out_indices``."""
-        self.check_input(x)
-        x = self.patch_embed(x)
-        outs = []
-        for i, stage in enumerate(self.layers):
-            groupings = stage_groupings(x, stage.group_size, stage.interval, self.lda, self.small_maps)  # SDA, LDA
-            for j, block in enumerate(stage.blocks):
-                x = self.run_block(block, x, groupings[j % 2])
-            if i in self.out_indices:
-                outs.append(x.permute(0, 3, 1, 2).contiguous())
-            if i == self.out_indices[-1]:  # later stages would be computed for nothing
-                break
-            if stage.downsample is not None:
-                x = stage.downsample(x)
-        return self.finish_outputs(outs)
+    def build(self, spec: dict) -> Tuple[List[int], List[int]]:
+        """Refuse an unknown ``lda``, then build the network (see :meth:`CrossFormerNetwork.build`)."""
+        if self.lda not in self.lda_modes:
+            raise ValueError(f'lda must be one of {self.lda_modes}, got {self.lda!r}.')
+        return super().build(spec)

@@ -17,22 +17,16 @@ CrossFormer (crossformer.py) as the official main-branch code builds it for the
 As for CrossFormer, any input size works (outputs ``ceil(H / stride)``); the
 official code runs only for sides that are multiples of 32, where both agree.
 """
-from typing import Sequence, Union
+from typing import Dict, Sequence, Union
 
 import torch
-import torch.fx
 import torch.nn as nn
 
-from ..converters.common import CheckpointMismatchError
-from ..converters.crossformer_pp import convert_crossformer_pp
+from ..checkpoints import CheckpointLoadError, CheckpointMismatchError
+from ..checkpoints.converters.crossformer_pp import convert_crossformer_pp
 from ..registry import MODELS
-from ..utils.checkpoint import CheckpointLoadError
-from .base import HybridBackbone
-from .crossformer import CrossFormer, CrossFormerBlock, Grouping
-from .layers import depthwise_conv
-
-# depthwise_conv picks the fast layout/precision of CPU training per call: a leaf of FX graphs
-torch.fx.wrap('depthwise_conv')
+from .crossformer import CrossFormerBlock, CrossFormerNetwork, Grouping
+from .kernels import depthwise_conv
 
 
 def has_acl(index: int, depth: int) -> bool:
@@ -68,8 +62,13 @@ class CrossFormerPPBlock(CrossFormerBlock):
 
 
 @MODELS.register_module()
-class CrossFormerPP(HybridBackbone):
+class CrossFormerPP(CrossFormerNetwork):
     """CrossFormer++ backbone returning multi-scale NCHW maps (strides 4, 8, 16, 32).
+
+    CrossFormer's network (:class:`~mmhybrid.models.crossformer.CrossFormerNetwork`: the same
+    construction, network walk and random init; the ACL convolutions keep PyTorch's default
+    init, as in the official code) with the main-branch LDA and small-map rule and
+    :class:`CrossFormerPPBlock` blocks. A family of its own: not a :class:`CrossFormer`.
 
     Args:
         arch (str | dict): 'pp_small', 'pp_base', 'pp_large', 'pp_huge' (or 'pp_s',
@@ -81,7 +80,7 @@ class CrossFormerPP(HybridBackbone):
             the official COCO/ADE20K configs use (8, 4, 2, 1).
         use_acl (bool): Activation cooling layers (every official ++ network has
             them). Default: True.
-        mlp_ratio, patch_kernels, merge_kernels, drop_path_rate: as :class:`CrossFormer`'s
+        mlp_ratio, patch_kernels, merge_kernels, drop_path_rate: as :class:`~mmhybrid.models.CrossFormer`'s
             (defaults 4, (4, 8, 16, 32), (2, 4), 0.2).
         **kwargs: The arguments of every family (``in_channels``, ``out_indices``, ``init_cfg``,
             ...): see :class:`~mmhybrid.models.base.HybridBackbone`.
@@ -91,7 +90,7 @@ class CrossFormerPP(HybridBackbone):
     key = 'crossformer_pp'
     converter = staticmethod(convert_crossformer_pp)
     # configs/crossformer_pp/*.yaml of the official code: head width 32
-    arch_zoo = {
+    arch_zoo: Dict[str, dict] = {
         'pp_small': dict(embed_dims=64, depths=(2, 2, 18, 2), num_heads=(2, 4, 8, 16)),
         'pp_base': dict(embed_dims=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24)),
         'pp_large': dict(embed_dims=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32)),
@@ -119,9 +118,10 @@ class CrossFormerPP(HybridBackbone):
     #: I (4, 2, 1, 1), SDA and LDA in stages 0-1, an ACL after block 2 of stage 1, and the small-map rule
     #: (one group of the longer side) in stages 2-3 at 70x90
     test_arch = dict(embed_dims=32, depths=(2, 4, 1, 1), num_heads=(1, 2, 4, 8))
-    # CrossFormer's network walk (forward) with the main-branch LDA and small-map rule
+    # the main-branch LDA and small-map rule, and the block with the activation cooling layers
     lda = 'dilated'
     small_maps = 'longer'
+    block_type = CrossFormerPPBlock
 
     def __init__(self,
                  arch: Union[str, dict] = 'pp_small',
@@ -133,16 +133,13 @@ class CrossFormerPP(HybridBackbone):
                  merge_kernels: Sequence[int] = (2, 4),
                  drop_path_rate: float = 0.2,
                  **kwargs):
-        super().__init__(arch=arch, **kwargs)
         self.use_acl = use_acl
-        self._build(group_size, interval, mlp_ratio, patch_kernels, merge_kernels, drop_path_rate,
-                    CrossFormerPPBlock, lambda j, depth: dict(acl=use_acl and has_acl(j, depth)))
+        super().__init__(arch, group_size, interval, mlp_ratio, patch_kernels, merge_kernels, drop_path_rate,
+                         **kwargs)
 
-    # the same construction, network walk and random init as CrossFormer's (the ACL
-    # convolutions keep PyTorch's default init, as in the official code)
-    _build = CrossFormer._build
-    forward = CrossFormer.forward
-    _default_init = CrossFormer._default_init
+    def block_kwargs(self, index: int, depth: int) -> dict:
+        """Whether block ``index`` of a stage of ``depth`` blocks ends with an activation cooling layer."""
+        return dict(acl=self.use_acl and has_acl(index, depth))
 
     def convert_checkpoint(self, ckpt, source: str = 'checkpoint') -> dict:
         """As every family's; a network built with ``use_acl=False`` takes files without ACL

@@ -23,21 +23,15 @@ results where it runs:
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
-import torch.fx
 import torch.nn as nn
 from mmengine.model.weight_init import trunc_normal_
 
-from ..converters.common import CheckpointMismatchError
-from ..converters.cvt import convert_cvt
+from ..checkpoints import CheckpointMismatchError
+from ..checkpoints.converters.cvt import convert_cvt
 from ..registry import MODELS
 from .base import HybridBackbone
-from .layers import DropPath, Mlp, attention, conv_bn, pad_bottom_right, trunc_normal_init
-
-# leaves of FX graphs: the size-dependent padding, and QuickGELU's autograd Function (traced
-# through, its in-place forward would become plain ops without its backward)
-torch.fx.wrap('pad_bottom_right')
-# attention picks the plain ops or SDPA's kernel per call (layers.attention): a leaf as well
-torch.fx.wrap('attention')
+from .kernels import attention, conv_bn
+from .layers import DropPath, Mlp, fx_leaf, pad_bottom_right, trunc_normal_init
 
 
 # --------------------------------------------------------------------------------------
@@ -156,12 +150,14 @@ class _QuickGELUFunction(torch.autograd.Function):
         return grad * s * (1.702 * x * (1 - s) + 1)
 
 
+@fx_leaf
 def quick_gelu(x: torch.Tensor) -> torch.Tensor:
-    """``x * sigmoid(1.702 x)`` through :class:`_QuickGELUFunction` (a leaf of FX graphs)."""
+    """``x * sigmoid(1.702 x)`` through :class:`_QuickGELUFunction`.
+
+    A leaf of FX graphs: traced through, the autograd Function's in-place forward
+    would become plain ops without its backward.
+    """
     return _QuickGELUFunction.apply(x)
-
-
-torch.fx.wrap('quick_gelu')
 
 
 class QuickGELU(nn.Module):
@@ -345,8 +341,14 @@ class CvT(HybridBackbone):
                  with_tokens: bool = False,
                  norm_eval: Optional[bool] = None,
                  **kwargs):
+        self.drop_path_rate = drop_path_rate
+        self.extra_stage, self.extra_dims = extra_stage, extra_dims
+        self.with_tokens = with_tokens
         super().__init__(arch=arch, norm_eval=norm_eval, **kwargs)
-        spec = self.arch_spec
+
+    def build(self, spec: dict) -> Tuple[List[int], List[int]]:
+        """The stages ``stage0 .. stage{n-1}`` (and, with ``extra_stage``, the stride-32 level ``stage{n}``);
+        their widths and strides."""
         dims, depths, heads = (tuple(spec[k]) for k in ('embed_dims', 'depths', 'num_heads'))
         if not len(dims) == len(depths) == len(heads):
             raise ValueError(f'embed_dims {dims}, depths {depths} and num_heads {heads} differ in length.')
@@ -356,8 +358,7 @@ class CvT(HybridBackbone):
 
         widths, strides = [], []
         channels, stride = self.in_channels, 1
-        if drop_path_rate is None:
-            drop_path_rate = spec.get('drop_path_rate', 0.1)
+        drop_path_rate = spec.get('drop_path_rate', 0.1) if self.drop_path_rate is None else self.drop_path_rate
         for i, rates in enumerate(stage_drop_paths(drop_path_rate, depths)):
             patch = self.first_patch if i == 0 else self.later_patch
             stage = CvTStage(channels, dims[i], depths[i], heads[i], patch, rates, mlp_ratio,
@@ -366,14 +367,12 @@ class CvT(HybridBackbone):
             channels, stride = dims[i], stride * patch[1]
             widths.append(channels)
             strides.append(stride)
-        if extra_stage:
-            extra_dims = extra_dims or 2 * dims[-1]
+        if self.extra_stage:
+            extra_dims = self.extra_dims or 2 * dims[-1]
             self.add_module(f'stage{len(dims)}', CvTStage(channels, extra_dims, 0, 1, self.later_patch))
             widths.append(extra_dims)
             strides.append(stride * self.later_patch[1])
-        self.extra_stage = extra_stage
-        self.with_tokens = with_tokens
-        self._finish_init(widths, strides)
+        return widths, strides
 
     def stem_modules(self) -> List[nn.Module]:
         return [self.stage0.patch_embed]

@@ -21,9 +21,10 @@ import tempfile
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..')))
 import torch  # noqa: E402
 
-from mmhybrid.converters import CheckpointMismatchError, check_state_dict  # noqa: E402
-from mmhybrid.models.base import identify_checkpoint, mismatch_message, registered_families  # noqa: E402
-from mmhybrid.utils.checkpoint import CheckpointLoadError, load_checkpoint_file  # noqa: E402
+import mmhybrid  # noqa: E402,F401  (registers the families)
+from mmhybrid.checkpoints import (CheckpointLoadError, CheckpointMismatchError, check_state_dict,  # noqa: E402
+                                  convert_for, families, identify_checkpoint, load_checkpoint_file,
+                                  mismatch_message)
 
 
 class ConvertError(Exception):
@@ -32,12 +33,12 @@ class ConvertError(Exception):
 
 def backbone_class(family: str) -> type:
     """The registered backbone class of a family key."""
-    return registered_families()[family]
+    return families()[family]
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('family', choices=sorted(registered_families()), help='backbone family of the checkpoint')
+    parser.add_argument('family', choices=sorted(families()), help='backbone family of the checkpoint')
     parser.add_argument('src', help='official checkpoint (.pth path, URL or model-zoo name)')
     parser.add_argument('dst', help='where to write the converted checkpoint (a file name)')
     parser.add_argument('--arch', help="also check that the weights are this variant (e.g. 'small')")
@@ -61,7 +62,11 @@ def check_destination(src: str, dst: str, force: bool) -> None:
 
 
 def convert(family: str, src: str, arch=None, trust: bool = False):
-    """Read, convert and check ``src``; return ``(state_dict, arch name or None)``."""
+    """Read, convert and check ``src``; return ``(state_dict, arch name or None)``.
+
+    The file keeps what the converter gives (the official weights under the project's names); with
+    ``--arch`` they are checked against that variant as a backbone would load them.
+    """
     cls = backbone_class(family)
     ckpt = load_checkpoint_file(src, trust=trust)
     try:
@@ -77,14 +82,15 @@ def convert(family: str, src: str, arch=None, trust: bool = False):
         except (TypeError, ValueError) as err:
             raise ConvertError(f'--arch: {err}') from None
         try:
-            check_state_dict(model, model.adapt_pretrained(dict(state), src), source=src)
+            check_state_dict(model, convert_for(model, ckpt, src), source=src)
         except CheckpointMismatchError as err:
             raise ConvertError(mismatch_message(ckpt, model, src, err)) from None
         return state, model.arch_name
     fits = identify_checkpoint(ckpt)
     mine = [a for f, a in fits if f == cls.__name__]
     if not mine:
-        other = (f'it is a {fits[0][0]} checkpoint: convert it as {fits[0][0].lower()}' if fits
+        keys = {c.__name__: key for key, c in families().items()}
+        other = (f'it is a {fits[0][0]} checkpoint: convert it as {keys[fits[0][0]]}' if fits
                  else 'its keys fit none of the mmhybrid families')
         raise ConvertError(f'{src} is not a {family} checkpoint ({other})')
     return state, mine[0]

@@ -4,7 +4,8 @@ from typing import Dict, Mapping
 
 import torch
 
-from .common import CheckpointMismatchError, backbone_state
+from ..errors import CheckpointMismatchError
+from ..state import backbone_state
 
 # classification head and final norm, and the position-index buffers of older files
 # (recomputed by the model)

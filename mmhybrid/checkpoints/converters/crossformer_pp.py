@@ -4,7 +4,7 @@ from typing import Dict, Mapping
 
 import torch
 
-from .common import CheckpointMismatchError
+from ..errors import CheckpointMismatchError
 from .crossformer import ACL_KEY, crossformer_backbone_state
 
 _BLOCK = re.compile(r'^layers\.(\d+)\.blocks\.(\d+)\.')

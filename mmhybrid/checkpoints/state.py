@@ -1,4 +1,4 @@
-"""Plumbing shared by the official-checkpoint converters.
+"""State dicts inside checkpoints: unwrapping, prefixes, and the strict check that names what does not match.
 
 The family converters are pure functions from an official state dict (or a whole
 checkpoint object) to this project's state dict. What they share lives here:
@@ -9,12 +9,10 @@ from typing import Dict, Iterable, Mapping
 
 import torch
 
+from .errors import CheckpointMismatchError
+
 #: container keys under which checkpoints keep their weights, most specific first
 _CONTAINER_KEYS = ('state_dict', 'model', 'module', 'state_dict_ema', 'model_ema')
-
-
-class CheckpointMismatchError(ValueError):
-    """A checkpoint does not match the backbone it is loaded into."""
 
 
 def unwrap_state_dict(ckpt: Mapping, prefer: Iterable[str] = _CONTAINER_KEYS) -> Dict[str, torch.Tensor]:

@@ -51,6 +51,8 @@ from typing import Union
 import numpy as np
 import torch
 
+from .errors import CheckpointLoadError, CheckpointNotFoundError
+
 try:  # numpy >= 2
     from numpy._core import multiarray as _np_multiarray
 except ImportError:  # numpy 1.x
@@ -108,14 +110,6 @@ def mmengine_checkpoint_safe_globals():
             (_np_multiarray.scalar, f'{module}.scalar'),
         ]
     return safe_globals
-
-
-class CheckpointLoadError(ValueError):
-    """A checkpoint file cannot be read safely; the message is one line naming the file."""
-
-
-class CheckpointNotFoundError(CheckpointLoadError, FileNotFoundError):
-    """The checkpoint file (or model-zoo name) does not exist."""
 
 
 #: mmengine's checkpoint schemes, all served by :func:`load_checkpoint_file`

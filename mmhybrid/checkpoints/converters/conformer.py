@@ -4,7 +4,7 @@ from typing import Dict, Mapping, Optional, Tuple
 
 import torch
 
-from .common import backbone_state
+from ..state import backbone_state
 
 # classification heads of the official classification model (trans_norm is the
 # LayerNorm in front of the token classifier); mmpretrain keeps trans_norm in the

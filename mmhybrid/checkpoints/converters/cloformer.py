@@ -4,7 +4,7 @@ from typing import Dict, Mapping
 
 import torch
 
-from .common import backbone_state
+from ..state import backbone_state
 
 # classification head and final GroupNorm of the official model
 _DROPPED = re.compile(r'^(head|norm)\.')

@@ -4,7 +4,7 @@ from typing import Dict, Mapping
 
 import torch
 
-from .common import backbone_state
+from ..state import backbone_state
 
 # The official files are written by timm's CheckpointSaver: the trained weights under
 # 'state_dict' and, when trained with --model-ema, the EMA copy under 'state_dict_ema'.
