@@ -115,20 +115,75 @@ def test_chunked_attention_passes_gradcheck_in_fp64(small_chunks):
     assert torch.autograd.gradcheck(biased_attention, inputs)
 
 
-def test_plain_sdpa_runs_without_grad_mode_or_trainable_inputs():
+def test_without_autotune_inference_runs_plain_sdpa(monkeypatch):
+    monkeypatch.setattr(kernels, 'CPU_INFERENCE_AUTOTUNE', False)
     inputs, _ = make_inputs(3, 2, 5, 5, 4, (1, 2, 5, 5), torch.float32)
     with torch.no_grad():
         out = biased_attention(*inputs)
         want = F.scaled_dot_product_attention(*inputs[:3], attn_mask=inputs[3])
-    assert torch.equal(out, want)
+        assert torch.equal(out, want)
+        assert torch.equal(attention(*inputs[:3]), F.scaled_dot_product_attention(*inputs[:3]))
     frozen = [t.detach() for t in inputs]
     assert biased_attention(*frozen).grad_fn is None
+
+
+@pytest.mark.parametrize('dtype,autocast,tol', [(torch.float32, False, 1e-5), (torch.float32, True, 3e-2),
+                                                (torch.bfloat16, False, 3e-2)])
+@pytest.mark.parametrize('case', CASES)
+def test_both_cpu_inference_paths_compute_the_same_attention(case, dtype, autocast, tol, monkeypatch):
+    """Whichever path the timing picks (SDPA's fused kernel or the plain/chunked ops), the output is
+    the same: every path is run here and compared, with and without a bias."""
+    runs = []
+
+    def every_path(what, paths):
+        runs.append([path() for path in paths])
+        return runs[-1][0]
+
+    monkeypatch.setattr(kernels, '_fastest', every_path)
+    inputs, _ = make_inputs(*case, dtype)
+    q, k, v, bias = (t.detach() for t in inputs)
+    with torch.inference_mode(), torch.autocast('cpu', dtype=torch.bfloat16, enabled=autocast):
+        biased_attention(q, k, v, bias)
+        attention(q, k, v)
+    assert len(runs) == 2 and all(len(outs) == 2 for outs in runs)
+    for sdpa, plain in runs:
+        assert sdpa.dtype == plain.dtype and sdpa.shape == plain.shape
+        torch.testing.assert_close(plain.float(), sdpa.float(), atol=tol, rtol=tol)
+
+
+def test_cpu_inference_keeps_the_path_timed_faster_for_each_shape(monkeypatch):
+    import time
+    monkeypatch.setattr(kernels, '_FASTEST', {})
+    calls = []
+
+    def slow():
+        calls.append('slow')
+        time.sleep(0.01)
+        return torch.zeros(1)
+
+    def fast():
+        calls.append('fast')
+        return torch.ones(1)
+
+    x = torch.zeros(2, 3)
+    assert kernels._fastest(('demo', x), (slow, fast)).item() == 1
+    assert calls.count('slow') == 2 and calls.count('fast') == 2   # timed twice each, interleaved
+    calls.clear()
+    assert kernels._fastest(('demo', x), (slow, fast)).item() == 1
+    assert calls == ['fast']                                       # remembered for this shape
+    kernels._fastest(('demo', torch.zeros(3, 3)), (slow, fast))
+    assert len(kernels._FASTEST) == 2                              # another shape is timed anew
+    from torch.utils.flop_counter import FlopCounterMode
+    calls.clear()
+    with FlopCounterMode(display=False):                           # counted: the first path, once
+        kernels._fastest(('demo', torch.zeros(4, 3)), (slow, fast))
+    assert calls == ['slow'] and len(kernels._FASTEST) == 2
 
 
 @pytest.fixture
 def plain_path(monkeypatch):
     def use(plain):
-        monkeypatch.setattr(crossformer, 'FUSED_BIAS_GRAD', not plain)
+        monkeypatch.setattr(crossformer, 'CHUNKED_BIAS_ATTENTION', not plain)
     return use
 
 

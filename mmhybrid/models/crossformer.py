@@ -257,8 +257,8 @@ class GroupAttention(nn.Module):
         return self.proj(grouped_attention(self.qkv(x), bias, grouping, self.num_heads))
 
 
-# False: grouped_attention trains the position bias through plain SDPA (the math kernel on CPU)
-FUSED_BIAS_GRAD = True
+# False: grouped_attention always runs plain SDPA (on CPU its math kernel when the bias is trained)
+CHUNKED_BIAS_ATTENTION = True
 
 
 @fx_leaf
@@ -274,11 +274,11 @@ def grouped_attention(qkv: torch.Tensor, bias: torch.Tensor, grouping: Grouping,
     Returns:
         ``(B, H, W, C)`` attention outputs, before the output projection.
 
-    Where the position bias is trained (grad mode on, bias requiring grad) the attention
-    runs through ``kernels.biased_attention``: on CPU a chunked forward and backward
-    instead of SDPA's math kernel, which keeps every score matrix for the backward; on
-    CUDA, in tracing/export and with ``FUSED_BIAS_GRAD = False`` (module switch, e.g.
-    for tests) it is ``F.scaled_dot_product_attention`` as in inference.
+    The attention runs through ``kernels.biased_attention``: on CPU, where the position bias
+    is trained, a chunked forward and backward instead of SDPA's math kernel, which keeps
+    every score matrix for the backward, and in inference the faster of the chunked forward
+    and SDPA's fused kernel; on CUDA, in tracing/export and with ``CHUNKED_BIAS_ATTENTION =
+    False`` (module switch, e.g. for tests) it is ``F.scaled_dot_product_attention``.
     """
     b, h, w, c3 = qkv.shape
     c = c3 // 3
@@ -309,7 +309,7 @@ def grouped_attention(qkv: torch.Tensor, bias: torch.Tensor, grouping: Grouping,
             k = k[..., :vh, :vw, :].reshape(n_groups, heads, vh * vw, hd)
             v = v[..., :vh, :vw, :].reshape(n_groups, heads, vh * vw, hd)
             mask = bias[..., :vh, :vw].reshape(1, heads, gh * gw, vh * vw)
-            if FUSED_BIAS_GRAD and torch.is_grad_enabled() and mask.requires_grad:
+            if CHUNKED_BIAS_ATTENTION:
                 out = biased_attention(q, k, v, mask)
             else:
                 out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)

@@ -12,17 +12,21 @@ modules with hooks) it runs the plain ops:
   (:func:`conv_bn`);
 * attention with a learned additive bias, chunked forward and backward in CPU
   training (:func:`biased_attention`), and attention as plain ops in CPU training
-  under low-precision autocast (:func:`attention`).
+  under low-precision autocast (:func:`attention`);
+* in CPU inference, both attentions take the faster of SDPA's fused kernel and the
+  plain ops, timed once per shape (:data:`CPU_INFERENCE_AUTOTUNE`).
 """
-from typing import Optional, Tuple
+import time
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from .layers import being_traced, bn_affine, fx_leaf, has_hooks
 
-__all__ = ['attention', 'biased_attention', 'conv_act', 'conv_bn', 'depthwise_conv', 'onednn_conv',
+__all__ = ['CPU_INFERENCE_AUTOTUNE', 'attention', 'biased_attention', 'conv_act', 'conv_bn', 'depthwise_conv', 'onednn_conv',
            'onednn_conv_binary', 'onednn_inference']
 
 
@@ -224,8 +228,9 @@ def conv_act(conv: nn.Conv2d, x: torch.Tensor, act: str, scale: Optional[float] 
 # (aten._scaled_dot_product_flash_attention_for_cpu): for CrossFormer's small groups it is
 # the faster of the two, and for its large LDA groups at detection sizes, where the flash
 # kernel is faster in fp32, taking the flash kernel did not make a training step faster;
-# so one path serves every size. Inference keeps the fused kernel, which is the faster
-# one there. (The timings: docs/benchmarks.md, "Why the kernels are shaped this way".)
+# so one path serves every size. Inference takes the faster of this forward and the fused
+# kernel, timed per shape (see _fastest below). (The timings: docs/benchmarks.md, "Why the
+# kernels are shaped this way".)
 
 #: bytes of one chunk's fp32 score matrix (the forward and backward hold 2-3 of that size);
 #: the fastest of 2, 4, 8 and 16 MiB for CrossFormer-S's bf16 training steps
@@ -262,6 +267,11 @@ class _BiasedAttention(torch.autograd.Function):
     def forward(ctx, q, k, v, bias, scale):
         ctx.scale = scale
         ctx.save_for_backward(q, k, v, bias)
+        return _BiasedAttention.compute(q, k, v, bias, scale)
+
+    @staticmethod
+    def compute(q, k, v, bias, scale):
+        """The output, a chunk of groups at a time, without autograd."""
         ct = torch.promote_types(q.dtype, torch.float32)
         bias4 = _bias_4d(bias).to(ct)
         out = torch.empty(q.shape, dtype=v.dtype, device=q.device)
@@ -335,9 +345,12 @@ def biased_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: to
       runs the plain ops: low-precision matmuls, fp32 bias add and softmax (the official
       implementations' arithmetic). Not twice differentiable (a double backward
       through it raises).
+    * CPU inference (nothing requires grad, or grad mode off), not traced: the faster on
+      this machine of that chunked forward and ``F.scaled_dot_product_attention``, timed
+      on the first call of each shape (``CPU_INFERENCE_AUTOTUNE``).
     * everywhere else, ``F.scaled_dot_product_attention(q, k, v, attn_mask=bias)``
-      unchanged: inference, tracing and export, and CUDA, whose memory-efficient
-      kernel already trains an ``attn_mask`` without materialising the scores.
+      unchanged: tracing and export, and CUDA, whose memory-efficient kernel already
+      trains an ``attn_mask`` without materialising the scores.
 
     Args:
         q: ``(G, heads, N, d)`` queries.
@@ -350,15 +363,21 @@ def biased_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: to
     Returns:
         ``(G, heads, N, d)`` outputs.
     """
-    if (q.device.type != 'cpu' or not torch.is_grad_enabled() or q.dim() != 4 or not 2 <= bias.dim() <= 4
-            or not any(t.requires_grad for t in (q, k, v, bias)) or being_traced(q) or being_traced(bias)):
+    if q.device.type != 'cpu' or q.dim() != 4 or not 2 <= bias.dim() <= 4 or being_traced(q) or being_traced(bias):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
-    if scale is None:
-        scale = q.shape[-1] ** -0.5
+    training = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, bias))
+    if not training and not CPU_INFERENCE_AUTOTUNE:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
+    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    fused = (q, k, v)
     if torch.is_autocast_enabled('cpu'):
         low = torch.get_autocast_dtype('cpu')
         q, k, v = (t.to(low) if t.dtype == torch.float32 else t for t in (q, k, v))
-    return _BiasedAttention.apply(q, k, v, bias, float(scale))
+    if training:
+        return _BiasedAttention.apply(q, k, v, bias, scale)
+    return _fastest(('biased', q, k, bias),
+                    (lambda: F.scaled_dot_product_attention(*fused, attn_mask=bias, scale=scale),
+                     lambda: _BiasedAttention.compute(q, k, v, bias, scale)))
 
 
 # CPU training under bf16/fp16 autocast: attention calls of at most this many scores (batch x
@@ -374,9 +393,10 @@ MATH_ATTENTION_MAX_SCORES = 96 << 20
 @fx_leaf
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: Optional[float] = None) -> torch.Tensor:
     """``F.scaled_dot_product_attention(q, k, v, scale=scale)``, or the same attention as plain
-    matmul + softmax + matmul in CPU training under low-precision autocast for calls of at most
-    ``MATH_ATTENTION_MAX_SCORES`` scores (faster there; see above). A leaf of FX
-    graphs, so a traced model picks its path per call.
+    matmul + softmax + matmul on CPU for calls of at most ``MATH_ATTENTION_MAX_SCORES`` scores:
+    always in training under low-precision autocast (faster there; see above), and in inference
+    where it is the faster of the two on this machine, timed on the first call of each shape
+    (``CPU_INFERENCE_AUTOTUNE``). A leaf of FX graphs, so a traced model picks its path per call.
 
     Args:
         q: ``(..., N, d)`` queries.
@@ -387,10 +407,55 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: Optional
     Returns:
         ``(..., N, dv)`` outputs.
     """
-    if (q.device.type == 'cpu' and torch.is_autocast_enabled('cpu') and torch.is_grad_enabled()
-            and any(t.requires_grad for t in (q, k, v)) and not being_traced(q)
-            and q.shape[:-1].numel() * k.shape[-2] <= MATH_ATTENTION_MAX_SCORES):
-        scale = q.shape[-1] ** -0.5 if scale is None else scale
-        scores = torch.matmul(q * scale, k.transpose(-2, -1))
-        return torch.matmul(scores.softmax(-1), v)
-    return F.scaled_dot_product_attention(q, k, v, scale=scale)
+    if q.device.type != 'cpu' or being_traced(q) or q.shape[:-1].numel() * k.shape[-2] > MATH_ATTENTION_MAX_SCORES:
+        return F.scaled_dot_product_attention(q, k, v, scale=scale)
+    plain_scale = q.shape[-1] ** -0.5 if scale is None else scale
+
+    def plain():
+        return torch.matmul(torch.matmul(q * plain_scale, k.transpose(-2, -1)).softmax(-1), v)
+
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
+        return plain() if torch.is_autocast_enabled('cpu') else F.scaled_dot_product_attention(q, k, v, scale=scale)
+    if not CPU_INFERENCE_AUTOTUNE:
+        return F.scaled_dot_product_attention(q, k, v, scale=scale)
+    return _fastest(('plain', q, k, v), (lambda: F.scaled_dot_product_attention(q, k, v, scale=scale), plain))
+
+
+# --------------------------------------------------------------------------------------
+# Attention in CPU inference: the faster path, timed once per shape
+# --------------------------------------------------------------------------------------
+# Which of SDPA's fused CPU kernel and the plain ops (chunked, for a bias) is faster
+# depends on the CPU as much as on the shape and dtype: the fused kernel was the faster
+# for CrossFormer's groups on one AVX-512 machine with AMX and took 1.5-6x the plain ops'
+# time on another without it, in fp32 and bf16 alike. So the first inference call of a
+# shape on CPU times both (twice each, interleaved) and the faster serves that shape,
+# dtype, autocast state and thread count from then on, as cudnn.benchmark does on CUDA.
+# (The timings: docs/benchmarks.md, "Why the kernels are shaped this way".)
+
+#: time both paths of CPU inference attention once per shape and keep the faster; False: always
+#: SDPA's fused kernel (bitwise the same choice on every machine)
+CPU_INFERENCE_AUTOTUNE = True
+#: (path kind, dtypes, shapes, autocast dtype, threads) -> index of the faster path
+_FASTEST: Dict[tuple, int] = {}
+
+
+def _fastest(what: Tuple[str, torch.Tensor, ...], paths: Sequence[Callable[[], torch.Tensor]]) -> torch.Tensor:
+    """The output of the path of ``paths`` (callables computing the same attention) that was the
+    faster for this call's kind and tensors' shapes and dtypes, timing them on the first such call.
+    Under a dispatch mode (a FLOP counter, a profiler of ops) only the first path runs, once."""
+    if _get_current_dispatch_mode() is not None:
+        return paths[0]()
+    kind, *tensors = what
+    autocast = torch.get_autocast_dtype('cpu') if torch.is_autocast_enabled('cpu') else None
+    key = (kind, autocast, torch.get_num_threads(), *((t.dtype, tuple(t.shape)) for t in tensors))
+    choice = _FASTEST.get(key)
+    if choice is not None:
+        return paths[choice]()
+    best, outs = [float('inf')] * len(paths), [None] * len(paths)
+    for _ in range(2):
+        for i, path in enumerate(paths):
+            start = time.perf_counter()
+            outs[i] = path()
+            best[i] = min(best[i], time.perf_counter() - start)
+    _FASTEST[key] = choice = best.index(min(best))
+    return outs[choice]
