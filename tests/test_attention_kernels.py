@@ -130,9 +130,14 @@ def test_without_autotune_inference_runs_plain_sdpa(monkeypatch):
 @pytest.mark.parametrize('dtype,autocast,tol', [(torch.float32, False, 1e-5), (torch.float32, True, 3e-2),
                                                 (torch.bfloat16, False, 3e-2)])
 @pytest.mark.parametrize('case', CASES)
-def test_both_cpu_inference_paths_compute_the_same_attention(case, dtype, autocast, tol, monkeypatch):
+@pytest.mark.parametrize('chunked', [False, True], ids=['one-block', 'blocks'])
+def test_both_cpu_inference_paths_compute_the_same_attention(case, dtype, autocast, tol, chunked, monkeypatch):
     """Whichever path the timing picks (SDPA's fused kernel or the plain/chunked ops), the output is
-    the same: every path is run here and compared, with and without a bias."""
+    the same: every path is run here and compared, with and without a bias, in one block or in
+    blocks of 1-2 groups / query rows."""
+    if chunked:
+        monkeypatch.setattr(kernels, 'BIASED_ATTENTION_CHUNK_BYTES', 1)
+        monkeypatch.setattr(kernels, 'INFERENCE_CHUNK_BYTES', 2 * case[1] * case[3] * 4)
     runs = []
 
     def every_path(what, paths):

@@ -393,10 +393,11 @@ MATH_ATTENTION_MAX_SCORES = 96 << 20
 @fx_leaf
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: Optional[float] = None) -> torch.Tensor:
     """``F.scaled_dot_product_attention(q, k, v, scale=scale)``, or the same attention as plain
-    matmul + softmax + matmul on CPU for calls of at most ``MATH_ATTENTION_MAX_SCORES`` scores:
-    always in training under low-precision autocast (faster there; see above), and in inference
-    where it is the faster of the two on this machine, timed on the first call of each shape
-    (``CPU_INFERENCE_AUTOTUNE``). A leaf of FX graphs, so a traced model picks its path per call.
+    matmul + softmax + matmul on CPU: in training under low-precision autocast for calls of at
+    most ``MATH_ATTENTION_MAX_SCORES`` scores (faster there; see above), and in inference, a block
+    of query rows at a time, where that is the faster of the two on this machine, timed on the
+    first call of each shape (``CPU_INFERENCE_AUTOTUNE``). A leaf of FX graphs, so a traced model
+    picks its path per call.
 
     Args:
         q: ``(..., N, d)`` queries.
@@ -407,18 +408,31 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: Optional
     Returns:
         ``(..., N, dv)`` outputs.
     """
-    if q.device.type != 'cpu' or being_traced(q) or q.shape[:-1].numel() * k.shape[-2] > MATH_ATTENTION_MAX_SCORES:
+    if q.device.type != 'cpu' or being_traced(q):
         return F.scaled_dot_product_attention(q, k, v, scale=scale)
     plain_scale = q.shape[-1] ** -0.5 if scale is None else scale
-
-    def plain():
-        return torch.matmul(torch.matmul(q * plain_scale, k.transpose(-2, -1)).softmax(-1), v)
-
     if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
-        return plain() if torch.is_autocast_enabled('cpu') else F.scaled_dot_product_attention(q, k, v, scale=scale)
+        if torch.is_autocast_enabled('cpu') and q.shape[:-1].numel() * k.shape[-2] <= MATH_ATTENTION_MAX_SCORES:
+            return torch.matmul(torch.matmul(q * plain_scale, k.transpose(-2, -1)).softmax(-1), v)
+        return F.scaled_dot_product_attention(q, k, v, scale=scale)
     if not CPU_INFERENCE_AUTOTUNE:
         return F.scaled_dot_product_attention(q, k, v, scale=scale)
-    return _fastest(('plain', q, k, v), (lambda: F.scaled_dot_product_attention(q, k, v, scale=scale), plain))
+    return _fastest(('plain', q, k, v), (lambda: F.scaled_dot_product_attention(q, k, v, scale=scale),
+                                         lambda: _query_chunked_attention(q, k, v, plain_scale)))
+
+
+#: bytes of the score matrix of one block of query rows in CPU inference attention without a bias
+INFERENCE_CHUNK_BYTES = 8 << 20
+
+
+def _query_chunked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    """``softmax(q @ k^T * scale) @ v`` as plain ops, a block of query rows at a time, so that a block's
+    scores (about ``INFERENCE_CHUNK_BYTES``) stay in cache and no full score matrix exists (inference)."""
+    low = torch.get_autocast_dtype('cpu') if torch.is_autocast_enabled('cpu') else q.dtype
+    row_bytes = max(1, q.shape[:-2].numel() * k.shape[-2] * torch.finfo(low).bits // 8)   # 1: empty batch
+    rows, kt = max(1, INFERENCE_CHUNK_BYTES // row_bytes), k.transpose(-2, -1)
+    blocks = [torch.matmul(torch.matmul(qb * scale, kt).softmax(-1), v) for qb in q.split(rows, dim=-2)]
+    return blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=-2)
 
 
 # --------------------------------------------------------------------------------------
