@@ -320,8 +320,7 @@ def grouped_attention(qkv: torch.Tensor, bias: torch.Tensor, grouping: Grouping,
     out = out.permute(0, 1, 6, 2, 3, 7, 4, 5, 8)
     if being_traced(out):   # torch.export's reshape decomposition takes this permutation for a view
         out = out.clone(memory_format=torch.contiguous_format)
-    # one contiguous (B, H, W, C) map: on a strided view the output projection's matmul cannot fold
-    # the batch dims and runs as a bmm over a copy of its weight per row
+    # contiguous: on a strided view the output projection runs as a bmm over a per-row weight copy
     return out.reshape(b, hp, wp, c)[:, :h, :w].contiguous()
 
 
