@@ -439,11 +439,12 @@ def _query_chunked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
 # Attention in CPU inference: the faster path, timed once per shape
 # --------------------------------------------------------------------------------------
 # Which of SDPA's fused CPU kernel and the plain ops (chunked, for a bias) is faster
-# depends on the CPU as much as on the shape and dtype: the fused kernel was the faster
-# for CrossFormer's groups on one AVX-512 machine with AMX and took 1.5-6x the plain ops'
-# time on another without it, in fp32 and bf16 alike. So the first inference call of a
-# shape on CPU times both (twice each, interleaved) and the faster serves that shape,
-# dtype, autocast state and thread count from then on, as cudnn.benchmark does on CUDA.
+# depends on the shape, the dtype, the CPU and even the caller: standalone, the fused
+# kernel took 1.5-6x the plain ops' time for most of CrossFormer's and CvT's calls on an
+# AVX-512 CPU, while inside the model it won several of the same shapes. So the first
+# inference call of a shape on CPU times both, in place (twice each, interleaved), and the
+# faster serves that shape, dtype, autocast state and thread count from then on, as
+# cudnn.benchmark does on CUDA.
 # (The timings: docs/benchmarks.md, "Why the kernels are shaped this way".)
 
 #: time both paths of CPU inference attention once per shape and keep the faster; False: always
