@@ -448,16 +448,21 @@ def _query_chunked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
 # (The timings: docs/benchmarks.md, "Why the kernels are shaped this way".)
 
 #: time both paths of CPU inference attention once per shape and keep the faster; False: always
-#: SDPA's fused kernel (bitwise the same choice on every machine)
+#: SDPA's fused kernel (the same path on every machine)
 CPU_INFERENCE_AUTOTUNE = True
 #: (path kind, dtypes, shapes, autocast dtype, threads) -> index of the faster path
 _FASTEST: Dict[tuple, int] = {}
 
 
-def _fastest(what: Tuple[str, torch.Tensor, ...], paths: Sequence[Callable[[], torch.Tensor]]) -> torch.Tensor:
+def _fastest(what: tuple, paths: Sequence[Callable[[], torch.Tensor]]) -> torch.Tensor:
     """The output of the path of ``paths`` (callables computing the same attention) that was the
     faster for this call's kind and tensors' shapes and dtypes, timing them on the first such call.
-    Under a dispatch mode (a FLOP counter, a profiler of ops) only the first path runs, once."""
+    Under a dispatch mode (a FLOP counter, a profiler of ops) only the first path runs, once.
+
+    Args:
+        what: a name for the kind of call, then the tensors whose shapes and dtypes key the choice.
+        paths: zero-argument callables computing the same output.
+    """
     if _get_current_dispatch_mode() is not None:
         return paths[0]()
     kind, *tensors = what
